@@ -1,0 +1,3 @@
+from autoclip.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Command-line entry point: argument parsing only.
+
+Each area of the product registers its subcommands from ``autoclip/commands/<area>.py``
+(``register(subparsers)``); a handler receives the parsed ``args`` and a ``Context`` that loads
+and validates the configuration on first use. Heavy libraries (torch, librosa) are imported
+inside handlers so ``autoclip --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from autoclip import __version__
+from autoclip.errors import AutoclipError
+from autoclip.log import setup_logging
+
+#: modules under autoclip.commands that register subcommands, in --help order
+COMMAND_MODULES = [
+    "setup",
+    "media",
+    "labels",
+    "models",
+    "process",
+    "review",
+    "daemon",
+    "demo",
+]
+
+EPILOG = """examples:
+  autoclip init ~/autoclip                   create a deployment (config.toml + folders)
+  autoclip --config ~/autoclip/config.toml daemon
+  autoclip process stream.mkv --json         one VOD -> reel + segment list
+  autoclip review                            answer the review queue with single keys
+"""
+
+log = logging.getLogger("autoclip")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoclip",
+        description="Turn long stream VODs into highlight reels, and learn from a few seconds of review a day.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="PATH", help="config file (default ./config.toml or $AUTOCLIP_CONFIG)")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("--version", action="version", version=f"autoclip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"autoclip.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"autoclip.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(debug=args.debug, quiet=args.quiet)
+    if not getattr(args, "func", None):
+        # a group without its subcommand (e.g. `autoclip label`) prints that group's help
+        (getattr(args, "_group_parser", None) or parser).print_help()
+        return 0 if args.command is None else 2
+    from autoclip.commands import Context
+
+    ctx = Context(config_path=args.config, debug=args.debug)
+    try:
+        rc = args.func(args, ctx)
+    except AutoclipError as err:
+        if args.debug:
+            log.exception("failed")
+            if err.detail:
+                print(err.detail, file=sys.stderr)
+        print(f"autoclip: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("autoclip: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

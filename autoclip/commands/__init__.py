@@ -1,0 +1,64 @@
+"""Subcommand modules. Each defines ``register(subparsers)``; handlers take ``(args, ctx)``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoclip.config import Config, load
+
+
+@dataclass
+class Context:
+    """What every handler gets: the config (loaded and validated on first use)."""
+
+    config_path: str | None = None
+    debug: bool = False
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load(self.config_path)
+        return self._config
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Any,
+    help: str,
+    example: str = "",
+    description: str = "",
+) -> argparse.ArgumentParser:
+    """Add a subcommand whose --help says what it does and shows an example."""
+    epilog = f"example:\n  {example}" if example else None
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=description or help,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def add_group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """A command with its own subcommands (``autoclip label import ...``)."""
+    p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(func=None, _group_parser=p)
+    return p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def emit_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -1,0 +1,354 @@
+"""Configuration: pydantic models for config.toml, the single source of truth for defaults.
+
+The same models validate a user's file (errors name the key path), write the commented default
+``config.toml`` (``autoclip init``) and generate the README's configuration reference, so the
+three never drift. Paths in a config file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autoclip.errors import ConfigError
+
+ENV_VAR = "AUTOCLIP_CONFIG"
+DEFAULT_NAME = "config.toml"
+
+CropBox = Annotated[
+    tuple[int, int, int, int],
+    Field(description="[x, y, w, h] in display pixels (after rotation)"),
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class PathsConfig(Section):
+    """Where a deployment keeps its files (relative to the config file's folder)."""
+
+    inbox: Path = Field(Path("data/inbox"), description="watched folder: drop VODs here")
+    reels: Path = Field(Path("data/reels"), description="finished reels, segment lists, EDLs")
+    failed: Path = Field(Path("data/failed"), description="files that could not be processed, each with <name>.reason.json")
+    done: Path = Field(Path("data/done"), description="processed VODs are moved here (empty string: leave them in the inbox)")
+    models: Path = Field(Path("data/models"), description="the model registry (one folder per model, a `current` pointer)")
+    database: Path = Field(Path("data/autoclip.db"), description="SQLite database: labels, review queue, jobs index, retrain history")
+    cache: Path = Field(Path("data/cache"), description="decoded training features, keyed by VOD fingerprint and decode settings")
+    jobs: Path = Field(Path("jobs"), description="one folder per job: state, scores, logs")
+
+
+class CropProfile(Section):
+    """A named face-cam box used for VODs whose file name matches ``match``."""
+
+    match: str = Field(description="glob on the VOD's file name, e.g. 'valorant-*'")
+    box: CropBox
+
+
+class FramesConfig(Section):
+    """How frames are sampled from a VOD for the model."""
+
+    fps: float = Field(4.0, gt=0, le=30, description="frames sampled per second of video")
+    size: int = Field(128, ge=32, le=512, description="model input size in pixels (square)")
+    crop: CropBox | None = Field(None, description="default face-cam box [x, y, w, h]; unset: the whole frame")
+    profiles: dict[str, CropProfile] = Field(
+        default_factory=dict,
+        description="named crop boxes chosen by file name: [frames.profiles.NAME] match = 'glob', box = [x, y, w, h]; first match wins",
+    )
+    batch: int = Field(64, ge=1, le=1024, description="frames per decoded batch (bounds memory)")
+
+    def crop_for(self, vod: str | Path) -> tuple[int, int, int, int] | None:
+        """The crop box for ``vod``: the first profile whose glob matches its name, else ``crop``."""
+        name = Path(vod).name
+        for profile in self.profiles.values():
+            if fnmatch.fnmatch(name, profile.match):
+                return profile.box
+        return self.crop
+
+
+class AudioConfig(Section):
+    """Audio decoding and the log-mel spectrogram window centred on each frame."""
+
+    sample_rate: int = Field(16000, ge=4000, le=48000, description="mono sample rate in Hz")
+    n_mels: int = Field(64, ge=16, le=256, description="mel bands")
+    fmax: float = Field(8000.0, gt=0, description="highest mel frequency in Hz (at most sample_rate / 2)")
+    window: float = Field(1.0, gt=0.1, le=5.0, description="seconds of audio per frame, centred on the frame time")
+    hop: float = Field(0.01, gt=0.001, le=0.1, description="spectrogram hop in seconds")
+
+    @model_validator(mode="after")
+    def _fmax_below_nyquist(self) -> AudioConfig:
+        if self.fmax > self.sample_rate / 2:
+            raise ValueError(f"fmax {self.fmax:g} is above sample_rate / 2 = {self.sample_rate / 2:g}")
+        return self
+
+
+class MediaConfig(Section):
+    """Safety limits for untrusted files."""
+
+    max_pixels: int = Field(3840 * 2160, ge=64 * 64, description="largest width x height accepted (decompression bombs are refused)")
+    demuxers: list[str] = Field(
+        default_factory=lambda: ["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "flv", "mpegts", "avi"],
+        description="container formats (ffprobe's format names) accepted; anything else (HLS playlists, concat scripts) is refused",
+    )
+    truncation_tolerance: float = Field(2.0, ge=0, description="seconds the last decoded timestamp may fall short of the declared duration")
+    ffmpeg: str = Field("ffmpeg", description="ffmpeg executable")
+    ffprobe: str = Field("ffprobe", description="ffprobe executable")
+
+
+class ModelConfig(Section):
+    """The highlight classifier."""
+
+    kind: Literal["fused", "frames", "audio"] = Field("fused", description="which branches to use: frame ResNet-18, log-mel CNN, or both fused late")
+    pretrained: str = Field("none", description="'imagenet' (torchvision weights from the local cache or download), 'none', or a path to a state dict")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the fusion head")
+    threads: int = Field(2, ge=1, le=64, description="torch CPU threads")
+
+
+class TrainConfig(Section):
+    """Training, evaluation and promotion."""
+
+    epochs: int = Field(8, ge=1, le=500)
+    batch_size: int = Field(32, ge=2, le=1024)
+    lr: float = Field(1e-3, gt=0, description="learning rate of the heads")
+    backbone_lr_factor: float = Field(0.1, gt=0, le=1, description="backbone learning rate = lr x this, after unfreezing")
+    freeze_epochs: int = Field(0, ge=0, description="epochs with the pretrained backbone frozen before unfreezing")
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(3, ge=1, description="early stopping: epochs without a better validation AP")
+    seed: int = Field(0)
+    split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions of labelled clips")
+    frames_per_clip: int = Field(0, ge=0, description="cap on frames sampled per labelled clip (0: all)")
+    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for precision/recall/F1 in metrics")
+    promote_margin: float = Field(0.0, ge=0, le=1, description="a new model becomes current only if its validation AP beats the current one's by more than this")
+    pseudo_weight: float = Field(0.3, ge=0, le=1, description="loss weight of teacher pseudo-labels relative to human labels")
+    pseudo_confidence: float = Field(0.9, ge=0.5, lt=1, description="keep pseudo-labels with teacher probability above this or below 1 - this")
+    pseudo_max: int = Field(2000, ge=0, description="most pseudo-labelled frames per training (0: no pseudo-labels)")
+
+
+class SelectionConfig(Section):
+    """From per-frame scores to reel segments."""
+
+    smooth: float = Field(2.0, ge=0, description="seconds of the moving-average window over scores")
+    threshold: float = Field(0.6, gt=0, lt=1, description="a segment starts when the smoothed score crosses this")
+    low_threshold: float = Field(0.4, gt=0, lt=1, description="...and goes on while it stays above this (hysteresis)")
+    percentile: float | None = Field(None, gt=0, lt=100, description="optionally also require scores above this percentile of the VOD")
+    pad_before: float = Field(2.0, ge=0, description="seconds added before a segment")
+    pad_after: float = Field(2.0, ge=0, description="seconds added after a segment")
+    merge_gap: float = Field(3.0, ge=0, description="segments closer than this are merged")
+    min_length: float = Field(3.0, ge=0, description="shortest segment kept, in seconds")
+    max_length: float = Field(60.0, gt=0, description="longest segment, in seconds (longer ones are trimmed around their peak)")
+    max_total: float = Field(600.0, gt=0, description="reel budget in seconds (best segments kept)")
+    max_count: int = Field(30, ge=1, description="most segments in a reel")
+    min_spacing: float = Field(0.0, ge=0, description="least time between two picked segments")
+    snap: float = Field(1.5, ge=0, description="cut boundaries move to the quietest moment within this many seconds")
+
+    @model_validator(mode="after")
+    def _hysteresis_order(self) -> SelectionConfig:
+        if self.low_threshold > self.threshold:
+            raise ValueError(f"low_threshold {self.low_threshold} must not exceed threshold {self.threshold}")
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length {self.min_length} must not exceed max_length {self.max_length}")
+        return self
+
+
+class RenderConfig(Section):
+    """How reels are cut, labelled and encoded."""
+
+    overlay: str = Field("{vod} {timestamp}  score {score:.2f}", description="text drawn on each clip; fields: {vod} {timestamp} {start} {end} {score} {index}; empty: no text")
+    font: str = Field("", description="TTF font file for overlays (empty: DejaVu Sans if installed, else ffmpeg's default)")
+    font_size: int = Field(28, ge=6, le=200)
+    fade: float = Field(0.15, ge=0, le=2, description="audio fade in/out at each cut, in seconds")
+    height: int = Field(720, ge=0, description="reel height in pixels (0: keep the source's)")
+    video_codec: str = Field("libx264")
+    preset: str = Field("veryfast")
+    crf: int = Field(23, ge=0, le=51)
+    audio_bitrate: str = Field("128k")
+    clips: bool = Field(False, description="also write each segment as its own file")
+
+
+class ReviewConfig(Section):
+    """What is queued for human review."""
+
+    per_vod: int = Field(20, ge=0, description="most review items queued per processed VOD")
+    uncertain: int = Field(8, ge=0, description="how many of those are the most uncertain moments outside the reel")
+    min_spacing: float = Field(30.0, ge=0, description="least seconds between two queued items of one VOD")
+    uncertain_length: float = Field(6.0, gt=0, description="seconds of an uncertain-moment item")
+    check_labels: int = Field(10, ge=0, description="after training, queue this many labelled clips the model disagrees with most")
+    player: str = Field("", description="external player command (empty: mpv, else ffplay)")
+
+
+class DaemonConfig(Section):
+    """The watched-inbox service."""
+
+    polling: bool = Field(False, description="poll the inbox instead of inotify events (network shares deliver no events)")
+    rescan: float = Field(60.0, ge=1, description="seconds between full rescans of the inbox")
+    stable: float = Field(10.0, ge=0, description="a file is taken once size, mtime and inode stay unchanged this long")
+    max_attempts: int = Field(3, ge=1, description="tries before a job is failed")
+    backoff: float = Field(60.0, ge=0, description="seconds before the first retry; doubles each attempt")
+    timeout_factor: float = Field(2.0, gt=0, description="per-job timeout = factor x VOD duration + timeout_base")
+    timeout_base: float = Field(300.0, ge=0)
+    stop_timeout: float = Field(20.0, gt=0, description="seconds SIGTERM waits for the current job to stop")
+
+
+class RetrainConfig(Section):
+    """Scheduled student-teacher retraining."""
+
+    enabled: bool = Field(True)
+    cron: str = Field("0 4 * * *", description="crontab schedule (minute hour day month weekday)")
+    min_new_labels: int = Field(20, ge=1, description="also retrain once this many new reviewed labels have arrived")
+    nice: int = Field(10, ge=0, le=19, description="niceness of the training process")
+    threads: int = Field(1, ge=1, description="torch threads of the training process")
+
+
+class Config(Section):
+    """autoclip's configuration (config.toml)."""
+
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    frames: FramesConfig = Field(default_factory=FramesConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    render: RenderConfig = Field(default_factory=RenderConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+    #: folder of the config file; relative paths resolve against it (not a config key)
+    _root: Path = Path(".")
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def path(self, name: str) -> Path:
+        """An absolute path from [paths] (e.g. ``cfg.path('inbox')``)."""
+        p = Path(getattr(self.paths, name))
+        return p if p.is_absolute() else (self._root / p)
+
+    def ensure_dirs(self) -> None:
+        for name in ("inbox", "reels", "failed", "models", "cache", "jobs"):
+            self.path(name).mkdir(parents=True, exist_ok=True)
+        if str(self.paths.done) not in ("", "."):
+            self.path("done").mkdir(parents=True, exist_ok=True)
+        self.path("database").parent.mkdir(parents=True, exist_ok=True)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}' (remove it or check its spelling)")
+        else:
+            shown = "" if isinstance(value, dict) else f" = {value!r}"
+            lines.append(f"{source}: {key}{shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def from_dict(data: dict[str, Any], root: Path | str = ".", source: str = "config") -> Config:
+    """Validate ``data``; raise ConfigError with one line per problem naming the key path."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+    cfg._root = Path(root).resolve()
+    return cfg
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_NAME)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate a config file. A missing default ./config.toml gives the defaults."""
+    p = config_path(path)
+    if not p.exists():
+        if path is None and not os.environ.get(ENV_VAR):
+            return from_dict({}, root=Path.cwd())
+        raise ConfigError(f"config file {p} not found (create one with `autoclip init DIR`)")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    return from_dict(data, root=p.resolve().parent, source=str(p))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the commented default file and the reference from the models
+# ---------------------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path):
+        return _toml_value(str(value))
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _sections() -> list[tuple[str, type[Section]]]:
+    return [(name, field.annotation) for name, field in Config.model_fields.items()]  # type: ignore[misc]
+
+
+def default_toml() -> str:
+    """The default config.toml with every key and its description as a comment."""
+    out = [
+        "# autoclip configuration. Every key is optional; the values below are the defaults.",
+        "# Paths are relative to this file's folder. Check it with `autoclip config check`.",
+        "",
+    ]
+    for name, model in _sections():
+        out.append(f"[{name}]")
+        if model.__doc__:
+            out.append(f"# {model.__doc__.strip().splitlines()[0]}")
+        inst = model()
+        for key, field in model.model_fields.items():
+            if field.description:
+                out.append(f"# {field.description}")
+            value = getattr(inst, key)
+            if value is None:
+                out.append(f"# {key} = ...  (unset)")
+            elif isinstance(value, dict):
+                if key == "profiles":
+                    out.append("# [frames.profiles.mygame]")
+                    out.append('# match = "mygame-*"')
+                    out.append("# box = [960, 540, 320, 240]")
+            else:
+                out.append(f"{key} = {_toml_value(value)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def reference_markdown() -> str:
+    """A Markdown table per section, for the README's configuration reference."""
+    out: list[str] = []
+    for name, model in _sections():
+        out.append(f"#### `[{name}]`")
+        if model.__doc__:
+            out.append(model.__doc__.strip().splitlines()[0])
+        out.append("")
+        out.append("| key | default | meaning |")
+        out.append("|---|---|---|")
+        inst = model()
+        for key, field in model.model_fields.items():
+            value = getattr(inst, key)
+            shown = "unset" if value is None else ("{}" if isinstance(value, dict) else _toml_value(value))
+            desc = (field.description or "").replace("|", "\\|")
+            out.append(f"| `{key}` | `{shown}` | {desc} |")
+        out.append("")
+    return "\n".join(out)
