@@ -55,7 +55,9 @@ CREATE TABLE IF NOT EXISTS review_items (
     created     REAL NOT NULL,
     decided     REAL,                        -- when answered
     decision_seq INTEGER,                    -- order of answers, for multi-step undo
-    label_id    INTEGER                      -- the label the answer created
+    label_id    INTEGER,                     -- the label the answer created
+    target_label INTEGER,                    -- check-label items: the label being checked
+    replaced    TEXT                         -- JSON of a label the answer replaced (for undo)
 );
 CREATE INDEX IF NOT EXISTS review_pending ON review_items (state, priority DESC);
 CREATE INDEX IF NOT EXISTS review_by_vod ON review_items (fingerprint, start);
