@@ -352,3 +352,11 @@ def reference_markdown() -> str:
             out.append(f"| `{key}` | `{shown}` | {desc} |")
         out.append("")
     return "\n".join(out)
+
+
+if __name__ == "__main__":  # python -m autoclip.config: rewrite the repo's config.toml from the models
+    import sys
+
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / DEFAULT_NAME
+    target.write_text(default_toml(), encoding="utf-8")
+    print(f"wrote {target}")
