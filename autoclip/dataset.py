@@ -1,0 +1,524 @@
+"""From labelled segments to training samples: clips, leakage-free splits and a feature cache.
+
+* ``load_clips`` turns the labels table into ``Clip``s (label 1 = highlight).
+* ``split_clips`` makes train/val/test splits in which no clip, and no pair of clips of one VOD
+  that overlap or touch in time, straddles two splits. With at least 3 VODs (that give both
+  classes to training and validation) whole VODs are kept together.
+* ``FeatureCache`` keeps decoded samples on disk keyed by the VOD's content fingerprint, the
+  decode settings and the time range, so retraining never decodes a VOD twice.
+* ``clip_samples`` / ``pseudo_samples`` decode (or fetch from the cache) the frames and log-mel
+  windows of a labelled clip, or of the moments of a processed VOD a teacher model was sure of.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sqlite3
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoclip import fsutil
+from autoclip.config import Config
+from autoclip.errors import AutoclipError, LabelError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+#: bump when the meaning of cached arrays changes (decoder, mel scaling): old entries are ignored
+CACHE_VERSION = 1
+#: pseudo-label frames are decoded in blocks of this many seconds on a fixed grid (cache reuse)
+PSEUDO_BLOCK = 4.0
+#: with frames_per_clip set, clips longer than this many times the cap are decoded sparsely
+SPARSE_FACTOR = 3
+
+Arrays = dict[str, np.ndarray]
+Samples = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled segment: ``label`` is 1 for highlight, 0 for normal."""
+
+    vod: str
+    fingerprint: str
+    start: float
+    end: float
+    label: int
+    label_id: int
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def load_clips(conn: sqlite3.Connection) -> list[Clip]:
+    """Every label as a ``Clip``, ordered by VOD fingerprint and time."""
+    rows = conn.execute(
+        "SELECT id, vod, fingerprint, start, end, label FROM labels ORDER BY fingerprint, start, end, id"
+    )
+    return [
+        Clip(r["vod"], r["fingerprint"], float(r["start"]), float(r["end"]), int(r["label"] == "highlight"), int(r["id"]))
+        for r in rows
+    ]
+
+
+def label_set_hash(clips: Sequence[Clip]) -> str:
+    """A hash of what the clips say (VOD content, range, label), independent of order and paths."""
+    items = sorted((c.fingerprint, round(c.start, 3), round(c.end, 3), c.label) for c in clips)
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+# ---- Splits --------------------------------------------------------------------------------
+
+
+def merge_units(clips: Sequence[Clip], gap: float = 0.0) -> list[list[Clip]]:
+    """Clips of one VOD that overlap, touch, or lie within ``gap`` seconds, merged into units."""
+    units: list[list[Clip]] = []
+    by_vod: dict[str, list[Clip]] = {}
+    for c in clips:
+        by_vod.setdefault(c.fingerprint, []).append(c)
+    for fp in sorted(by_vod):
+        reach = -math.inf
+        for c in sorted(by_vod[fp], key=lambda c: (c.start, c.end, c.label_id)):
+            if c.start <= reach + gap + 1e-9:
+                units[-1].append(c)
+            else:
+                units.append([c])
+            reach = max(reach, c.end)
+    return units
+
+
+def split_strategy(clips: Sequence[Clip]) -> str:
+    """``"vod"`` (whole VODs per split) when there are >= 3 VODs and at least 2 hold each class
+    (so training and validation can both see both classes), else ``"clip"``."""
+    held: dict[str, set[int]] = {}
+    for c in clips:
+        held.setdefault(c.fingerprint, set()).add(c.label)
+    enough = all(sum(k in h for h in held.values()) >= 2 for k in (0, 1))
+    return "vod" if len(held) >= 3 and enough else "clip"
+
+
+def _sizes(n: int, fractions: Sequence[float]) -> tuple[int, int]:
+    """(n_val, n_test): rounded fractions, at least one each when ``n`` allows."""
+    total = sum(fractions)
+    f_val, f_test = fractions[1] / total, fractions[2] / total
+    n_val, n_test = round(n * f_val), round(n * f_test)
+    if n >= 3:
+        n_val, n_test = max(n_val, int(f_val > 0)), max(n_test, int(f_test > 0))
+    elif n == 2 and f_val > 0:
+        n_val, n_test = 1, 0
+    else:
+        n_val, n_test = 0, 0
+    while n_val + n_test >= n and (n_val or n_test):
+        if n_test >= n_val and n_test:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_val, n_test
+
+
+def _two_way(idx: np.ndarray, y: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (kept, out) with ``len(out) == n_out``, stratified by ``y`` when possible."""
+    from sklearn.model_selection import train_test_split
+
+    if n_out <= 0:
+        return idx, idx[:0]
+    if n_out >= len(idx):
+        return idx[:0], idx
+    try:
+        return tuple(train_test_split(idx, test_size=n_out, stratify=y, random_state=seed))  # type: ignore[return-value]
+    except ValueError:  # too few items for sklearn's stratification: allocate by largest remainder
+        return _small_stratified(idx, y, n_out, seed)
+
+
+def _small_stratified(idx: np.ndarray, y: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels, counts = np.unique(y, return_counts=True)
+    share = n_out * counts / len(y)
+    quota = np.floor(share).astype(int)
+    for j in np.argsort(-(share - quota), kind="stable")[: n_out - quota.sum()]:
+        quota[j] += 1
+    out = np.concatenate([rng.permutation(idx[y == c])[:q] for c, q in zip(labels, quota, strict=True)])
+    return np.setdiff1d(idx, out), np.sort(out)
+
+
+def _repair(assign: dict[str, list[int]], held: list[frozenset[int]], seed: int) -> None:
+    """Swap units so train, then val, then test hold every class, without taking a class
+    away from a split fixed before (train first: a model cannot learn a class it never sees)."""
+    classes = sorted(frozenset().union(*held))
+    rng = np.random.default_rng(seed)
+    for rank, target in enumerate(SPLITS):
+        if not assign[target]:
+            continue
+        protected = set(SPLITS[:rank])
+        for c in classes:
+            if any(c in held[i] for i in assign[target]):
+                continue
+            for source in (s for s in SPLITS if s != target):
+                if _bring(assign, held, target, source, c, source in protected, rng):
+                    break
+
+
+def _bring(assign: dict[str, list[int]], held: list[frozenset[int]], target: str, source: str,
+           c: int, protect: bool, rng: np.random.Generator) -> bool:
+    def counts(items: list[int]) -> Counter[int]:
+        return Counter(k for i in items for k in held[i])
+
+    src, tgt = assign[source], assign[target]
+    src_n, tgt_n = counts(src), counts(tgt)
+    for a in (src[j] for j in rng.permutation(len(src))):
+        if c not in held[a]:
+            continue
+        for b in [*tgt, None]:  # a swap keeps sizes; None = move when nothing swaps
+            if b is None and len(src) <= 1:
+                continue
+            b_held = held[b] if b is not None else frozenset()
+            new_src = src_n - Counter(held[a]) + Counter(b_held)
+            new_tgt = tgt_n - Counter(b_held) + Counter(held[a])
+            if any(new_tgt[k] <= 0 for k in tgt_n if tgt_n[k] > 0):
+                continue
+            if protect and any(new_src[k] <= 0 for k in src_n if src_n[k] > 0):
+                continue
+            src.remove(a)
+            tgt.append(a)
+            if b is not None:
+                tgt.remove(b)
+                src.append(b)
+            return True
+    return False
+
+
+def split_clips(
+    clips: Sequence[Clip],
+    fractions: Sequence[float] = (0.7, 0.2, 0.1),
+    seed: int = 0,
+    *,
+    gap: float = 0.0,
+) -> dict[str, list[Clip]]:
+    """Deterministic train/val/test splits that never put related clips on both sides.
+
+    Clips of one VOD that overlap or touch (or lie within ``gap`` seconds, e.g. the audio
+    window) form one unit. With ``split_strategy == "vod"`` whole VODs are split, stratified by
+    whether a VOD holds highlights; otherwise units are split, stratified by label. Every split
+    gets a share when there are enough units, and units are swapped so that train and then val
+    hold both classes whenever the data allows (average precision needs both).
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0:
+        raise LabelError(f"split fractions {list(fractions)} must be three numbers >= 0 with train > 0")
+    if not clips:
+        return {s: [] for s in SPLITS}
+    units = merge_units(clips, gap)
+    if split_strategy(clips) == "vod":
+        groups: dict[str, list[Clip]] = {}
+        for u in units:
+            groups.setdefault(u[0].fingerprint, []).extend(u)
+        units = [groups[fp] for fp in sorted(groups)]
+    held = [frozenset(c.label for c in u) for u in units]
+    y = np.array([int(1 in h) for h in held])
+    n_val, n_test = _sizes(len(units), fractions)
+    idx = np.arange(len(units))
+    train_idx, rest = _two_way(idx, y, n_val + n_test, seed)
+    val_idx, test_idx = _two_way(rest, y[rest], n_test, seed) if len(rest) else (rest, rest)
+    assign = {"train": list(train_idx), "val": list(val_idx), "test": list(test_idx)}
+    _repair(assign, held, seed)
+    out = {}
+    for name in SPLITS:
+        members = [c for i in assign[name] for c in units[i]]
+        out[name] = sorted(members, key=lambda c: (c.fingerprint, c.start, c.end, c.label_id))
+    log.debug("split %s: %s", split_strategy(clips), {k: len(v) for k, v in out.items()})
+    return out
+
+
+# ---- Feature cache -------------------------------------------------------------------------
+
+
+class FeatureCache:
+    """Decoded samples on disk: ``folder/<fingerprint>/<hash of key>.npz``, written atomically."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.hits = 0
+        self.misses = 0
+
+    def path_for(self, fingerprint: str, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        safe = "".join(ch for ch in fingerprint if ch.isalnum() or ch in "-_") or "unknown"
+        return self.folder / safe / f"{digest}.npz"
+
+    def get(self, fingerprint: str, key: dict[str, Any]) -> Arrays | None:
+        path = self.path_for(fingerprint, key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            if str(arrays.pop("_key")) != json.dumps(key, sort_keys=True):
+                raise ValueError("key mismatch")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            log.warning("ignoring unreadable cache entry %s (%s); decoding again", path, err)
+            path.unlink(missing_ok=True)
+            return None
+        self.hits += 1
+        return arrays
+
+    def put(self, fingerprint: str, key: dict[str, Any], arrays: Arrays) -> Path:
+        path = self.path_for(fingerprint, key)
+        with fsutil.atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, _key=np.array(json.dumps(key, sort_keys=True)), **arrays)
+        return path
+
+    def fetch(self, fingerprint: str, key: dict[str, Any], decode: Callable[[], Arrays]) -> Arrays:
+        """The cached arrays for ``key``, decoding and storing them on a miss."""
+        arrays = self.get(fingerprint, key)
+        if arrays is None:
+            self.misses += 1
+            arrays = decode()
+            self.put(fingerprint, key, arrays)
+        return arrays
+
+
+def decode_settings(cfg: Config, vod: str | Path) -> dict[str, Any]:
+    """Everything that changes decoded samples, for cache keys."""
+    crop = cfg.frames.crop_for(vod)
+    return {
+        "v": CACHE_VERSION,
+        "fps": cfg.frames.fps,
+        "size": cfg.frames.size,
+        "crop": list(crop) if crop else None,
+        "audio": cfg.audio.model_dump(),
+    }
+
+
+def locate_vod(vod: str | Path, fingerprint: str, cfg: Config) -> Path:
+    """The VOD file with this content: at its labelled path, else by name in done/ or the inbox."""
+    name = Path(vod).name
+    for p in (Path(vod), cfg.path("done") / name, cfg.path("inbox") / name):
+        try:
+            if p.is_file() and fsutil.fingerprint(p) == fingerprint:
+                return p
+        except OSError:
+            continue
+    raise LabelError(
+        f"VOD {vod} is missing (or changed) and its features are not cached: put the file back, "
+        "or delete its labels (see `autoclip label stats`)"
+    )
+
+
+# ---- Decoding samples ----------------------------------------------------------------------
+
+
+def _empty(cfg: Config) -> Arrays:
+    from autoclip.features import mel_frames
+
+    s = cfg.frames.size
+    return {
+        "times": np.zeros(0, np.float64),
+        "frames": np.zeros((0, s, s, 3), np.uint8),
+        "mels": np.zeros((0, cfg.audio.n_mels, mel_frames(cfg.audio)), np.float32),
+    }
+
+
+def _concat(parts: list[Arrays], cfg: Config) -> Arrays:
+    if not parts:
+        return _empty(cfg)
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("times", "frames", "mels")}
+
+
+def _decode_range(path: Path, cfg: Config, start: float, end: float, crop: Any, info: Any = None) -> Arrays:
+    from autoclip.features import SampleReader
+
+    reader = SampleReader(path, cfg, start=max(0.0, start), end=end, info=info, crop=crop)
+    parts = [{"times": b.times, "frames": b.frames, "mels": b.mels} for b in reader]
+    return _concat(parts, cfg)
+
+
+def _nearest(decoded: Arrays, targets: np.ndarray, tol: float) -> np.ndarray:
+    """Index into ``decoded`` of the sample nearest each target, -1 when none is within ``tol``."""
+    times = decoded["times"]
+    if len(times) == 0:
+        return np.full(len(targets), -1)
+    j = np.clip(np.searchsorted(times, targets), 1, max(1, len(times) - 1))
+    left = np.clip(j - 1, 0, len(times) - 1)
+    right = np.clip(j, 0, len(times) - 1)
+    pick = np.where(np.abs(times[left] - targets) <= np.abs(times[right] - targets), left, right)
+    return np.where(np.abs(times[pick] - targets) <= tol, pick, -1)
+
+
+def _take(arrays: Arrays, idx: np.ndarray) -> Arrays:
+    return {k: arrays[k][idx] for k in ("times", "frames", "mels")}
+
+
+def _middle_indices(n: int, k: int) -> np.ndarray:
+    """``k`` evenly spaced indices of ``n``, centred (the middle of each of k equal parts)."""
+    if k >= n:
+        return np.arange(n)
+    if k <= 0:
+        return np.zeros(0, dtype=int)
+    return np.unique(np.floor((np.arange(k) + 0.5) * n / k).astype(int))
+
+
+def _decode_sparse(path: Path, cfg: Config, clip: Clip, k: int, crop: Any, info: Any) -> Arrays:
+    step = 1.0 / cfg.frames.fps
+    parts = []
+    for t in clip.start + (np.arange(k) + 0.5) * clip.duration / k:
+        lo = max(clip.start, t - step / 2)
+        window = _decode_range(path, cfg, lo, min(clip.end, lo + step), crop, info)
+        idx = _nearest(window, np.array([t]), step)
+        parts.append(_take(window, idx[idx >= 0]))
+    return _concat(parts, cfg)
+
+
+def clip_samples(clip: Clip, cfg: Config, cache: FeatureCache) -> Samples:
+    """(times, frames uint8 NHWC, mels float32) of a labelled clip, decoded once and cached.
+
+    With ``cfg.train.frames_per_clip`` set, that many evenly spaced frames towards the middle
+    of the clip are returned (long clips are then decoded only around those times).
+    """
+    settings = decode_settings(cfg, clip.vod)
+    k = cfg.train.frames_per_clip
+    sparse = k > 0 and clip.duration * cfg.frames.fps > SPARSE_FACTOR * k
+    key = {**settings, "range": [clip.start, clip.end], **({"sparse": k} if sparse else {})}
+
+    def decode() -> Arrays:
+        from autoclip import media
+
+        path = locate_vod(clip.vod, clip.fingerprint, cfg)
+        info = media.probe(path, cfg.media)
+        crop = tuple(settings["crop"]) if settings["crop"] else None
+        if clip.start >= info.duration:
+            return _empty(cfg)
+        if sparse:
+            return _decode_sparse(path, cfg, clip, k, crop, info)
+        return _decode_range(path, cfg, clip.start, min(clip.end, info.duration), crop, info)
+
+    arrays = cache.fetch(clip.fingerprint, key, decode)
+    if not sparse and k > 0:
+        arrays = _take(arrays, _middle_indices(len(arrays["times"]), k))
+    if len(arrays["times"]) == 0:
+        log.warning("label #%d (%s %.2f-%.2f) yields no frames", clip.label_id, Path(clip.vod).name, clip.start, clip.end)
+    return arrays["times"], arrays["frames"], arrays["mels"]
+
+
+# ---- Pseudo-labels from a teacher ----------------------------------------------------------
+
+
+def _excluded(times: np.ndarray, ranges: Sequence[tuple[float, float]], margin: float) -> np.ndarray:
+    out = np.zeros(len(times), dtype=bool)
+    for a, b in ranges:
+        out |= (times >= a - margin) & (times <= b + margin)
+    return out
+
+
+def _choose_blocks(times: np.ndarray, positive: np.ndarray, max_n: int) -> list[int]:
+    """Grid blocks to decode: about half the budget from blocks with confident positives, the
+    rest from blocks with confident negatives (then positives again if negatives run short),
+    in a fixed pseudo-random order."""
+    block = np.floor(times / PSEUDO_BLOCK).astype(int)
+    rng = np.random.default_rng(0)
+    chosen: list[int] = []
+    taken = 0
+    for want_pos, budget in ((True, max_n // 2), (False, max_n), (True, max_n)):
+        ids = np.unique(block[positive == want_pos])
+        for b in ids[rng.permutation(len(ids))]:
+            if taken >= budget:
+                break
+            if int(b) not in chosen:
+                chosen.append(int(b))
+                taken += int(np.sum(block == b))
+    return sorted(chosen)
+
+
+def pseudo_samples(
+    cfg: Config,
+    cache: FeatureCache,
+    vod: str | Path,
+    fingerprint: str,
+    times: np.ndarray,
+    teacher_scores: np.ndarray,
+    *,
+    confidence: float,
+    max_n: int,
+    exclude_ranges: Sequence[tuple[float, float]] = (),
+    margin: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(times, frames, mels, soft_targets) at moments of a VOD the teacher was confident about.
+
+    Confident means a teacher probability >= ``confidence`` or <= 1 - ``confidence``. Times
+    within ``margin`` seconds of ``exclude_ranges`` (human-labelled segments) are skipped. Only
+    short fixed-grid blocks around the chosen times are decoded, and each block is cached.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    scores = np.asarray(teacher_scores, dtype=np.float32)
+    keep = ((scores >= confidence) | (scores <= 1 - confidence)) & ~_excluded(times, exclude_ranges, margin)
+    cand_t, cand_s = times[keep], scores[keep]
+    empty = _empty(cfg)
+    none = (empty["times"], empty["frames"], empty["mels"], np.zeros(0, np.float32))
+    if max_n <= 0 or len(cand_t) == 0:
+        return none
+    settings = decode_settings(cfg, vod)
+    source = _BlockSource(vod, fingerprint, cfg, tuple(settings["crop"]) if settings["crop"] else None)
+    tol = 0.5 / cfg.frames.fps + 1e-6
+    parts, targets = [], []
+    for b in _choose_blocks(cand_t, cand_s >= 0.5, max_n):
+        lo, hi = b * PSEUDO_BLOCK, (b + 1) * PSEUDO_BLOCK
+        arrays = source.block(cache, {**settings, "block": [lo, hi]}, lo, hi)
+        if arrays is None:
+            continue
+        in_block = (cand_t >= lo) & (cand_t < hi)
+        idx = _nearest(arrays, cand_t[in_block], tol)
+        parts.append(_take(arrays, idx[idx >= 0]))
+        targets.append(cand_s[in_block][idx >= 0])
+    out = _concat(parts, cfg)
+    soft = np.concatenate(targets).astype(np.float32) if targets else none[3]
+    order = _balanced_cap(soft, max_n)
+    return out["times"][order], out["frames"][order], out["mels"][order], soft[order]
+
+
+class _BlockSource:
+    """Decodes grid blocks of one VOD on cache misses; probes once; gives up once if the file is gone."""
+
+    def __init__(self, vod: str | Path, fingerprint: str, cfg: Config, crop: Any) -> None:
+        self.vod, self.fingerprint, self.cfg, self.crop = vod, fingerprint, cfg, crop
+        self.path: Path | None = None
+        self.info: Any = None
+        self.gone = False
+
+    def block(self, cache: FeatureCache, key: dict[str, Any], lo: float, hi: float) -> Arrays | None:
+        arrays = cache.get(self.fingerprint, key)
+        if arrays is not None or self.gone:
+            return arrays
+        try:
+            if self.path is None:
+                from autoclip import media
+
+                self.path = locate_vod(self.vod, self.fingerprint, self.cfg)
+                self.info = media.probe(self.path, self.cfg.media)
+            if lo >= self.info.duration:
+                return None
+            arrays = _decode_range(self.path, self.cfg, lo, min(hi, self.info.duration), self.crop, self.info)
+        except AutoclipError as err:
+            log.warning("pseudo-labels of %s: only cached blocks are used (%s)", Path(self.vod).name, err)
+            self.gone = True
+            return None
+        cache.misses += 1
+        cache.put(self.fingerprint, key, arrays)
+        return arrays
+
+
+def _balanced_cap(soft: np.ndarray, max_n: int) -> np.ndarray:
+    """Indices (in time order) of at most ``max_n`` samples, positives first up to half."""
+    pos = np.flatnonzero(soft >= 0.5)
+    neg = np.flatnonzero(soft < 0.5)
+    n_pos = min(len(pos), max(max_n // 2, max_n - len(neg)))
+    n_neg = min(len(neg), max_n - n_pos)
+    keep = np.concatenate([pos[_middle_indices(len(pos), n_pos)], neg[_middle_indices(len(neg), n_neg)]])
+    return np.sort(keep)
