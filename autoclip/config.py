@@ -98,6 +98,7 @@ class MediaConfig(Section):
     truncation_tolerance: float = Field(2.0, ge=0, description="seconds the last decoded timestamp may fall short of the declared duration")
     ffmpeg: str = Field("ffmpeg", description="ffmpeg executable")
     ffprobe: str = Field("ffprobe", description="ffprobe executable")
+    threads: int = Field(0, ge=0, le=64, description="video decoder threads per VOD (0: ffmpeg's choice, about one per core; 1: least CPU per frame on a busy machine)")
 
 
 class ModelConfig(Section):
@@ -112,14 +113,14 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     """Training, evaluation and promotion."""
 
-    epochs: int = Field(8, ge=1, le=500)
-    batch_size: int = Field(32, ge=2, le=1024)
+    epochs: int = Field(8, ge=1, le=500, description="most passes over the training clips")
+    batch_size: int = Field(32, ge=2, le=1024, description="samples per optimisation step")
     lr: float = Field(1e-3, gt=0, description="learning rate of the heads")
     backbone_lr_factor: float = Field(0.1, gt=0, le=1, description="backbone learning rate = lr x this, after unfreezing")
     freeze_epochs: int = Field(0, ge=0, description="epochs with the pretrained backbone frozen before unfreezing")
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     patience: int = Field(3, ge=1, description="early stopping: epochs without a better validation AP")
-    seed: int = Field(0)
+    seed: int = Field(0, description="random seed for splits, shuffling and initialisation")
     split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions of labelled clips")
     frames_per_clip: int = Field(0, ge=0, description="cap on frames sampled per labelled clip (0: all)")
     threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for precision/recall/F1 in metrics")
@@ -158,15 +159,15 @@ class SelectionConfig(Section):
 class RenderConfig(Section):
     """How reels are cut, labelled and encoded."""
 
-    overlay: str = Field("{vod} {timestamp}  score {score:.2f}", description="text drawn on each clip; fields: {vod} {timestamp} {start} {end} {score} {index}; empty: no text")
+    overlay: str = Field("{vod} {timestamp}  score {score:.2f}", description="text drawn on each clip; fields: {vod} {timestamp} (HH:MM:SS in the VOD) {start} {end} {score} {index}, {clock} (running VOD time); empty: no text")
     font: str = Field("", description="TTF font file for overlays (empty: DejaVu Sans if installed, else ffmpeg's default)")
-    font_size: int = Field(28, ge=6, le=200)
+    font_size: int = Field(28, ge=6, le=200, description="overlay text size in pixels for a 720-pixel-high reel (scaled with the height)")
     fade: float = Field(0.15, ge=0, le=2, description="audio fade in/out at each cut, in seconds")
-    height: int = Field(720, ge=0, description="reel height in pixels (0: keep the source's)")
-    video_codec: str = Field("libx264")
-    preset: str = Field("veryfast")
-    crf: int = Field(23, ge=0, le=51)
-    audio_bitrate: str = Field("128k")
+    height: int = Field(720, ge=0, description="reel height in pixels, never above the source's (0: keep the source's)")
+    video_codec: str = Field("libx264", description="ffmpeg video encoder for reels")
+    preset: str = Field("veryfast", description="encoder speed preset (faster: bigger files)")
+    crf: int = Field(23, ge=0, le=51, description="encoder quality (lower: better and bigger)")
+    audio_bitrate: str = Field("128k", description="AAC bitrate of reels")
     clips: bool = Field(False, description="also write each segment as its own file")
 
 
@@ -190,18 +191,24 @@ class DaemonConfig(Section):
     max_attempts: int = Field(3, ge=1, description="tries before a job is failed")
     backoff: float = Field(60.0, ge=0, description="seconds before the first retry; doubles each attempt")
     timeout_factor: float = Field(2.0, gt=0, description="per-job timeout = factor x VOD duration + timeout_base")
-    timeout_base: float = Field(300.0, ge=0)
+    timeout_base: float = Field(300.0, ge=0, description="seconds added to every job's timeout")
     stop_timeout: float = Field(20.0, gt=0, description="seconds SIGTERM waits for the current job to stop")
+    extensions: list[str] = Field(
+        default_factory=lambda: [".mp4", ".mkv", ".mov", ".flv", ".webm", ".ts", ".m2ts", ".mts", ".avi", ".m4v"],
+        description="file extensions taken from the inbox (other files are left alone)",
+    )
 
 
 class RetrainConfig(Section):
     """Scheduled student-teacher retraining."""
 
-    enabled: bool = Field(True)
+    enabled: bool = Field(True, description="retrain on the schedule and after new labels")
     cron: str = Field("0 4 * * *", description="crontab schedule (minute hour day month weekday)")
-    min_new_labels: int = Field(20, ge=1, description="also retrain once this many new reviewed labels have arrived")
-    nice: int = Field(10, ge=0, le=19, description="niceness of the training process")
+    min_new_labels: int = Field(20, ge=1, description="also retrain once this many labels were added (reviewed, imported or by hand) since the last run")
+    nice: int = Field(10, ge=0, le=19, description="niceness added to the training process (on top of the daemon's own)")
     threads: int = Field(1, ge=1, description="torch threads of the training process")
+    label_check: float = Field(60.0, ge=1, description="seconds between checks for new labels")
+    timeout: float = Field(6 * 3600.0, gt=0, description="a training running longer than this many seconds is killed")
 
 
 class Config(Section):
@@ -354,9 +361,19 @@ def reference_markdown() -> str:
     return "\n".join(out)
 
 
-if __name__ == "__main__":  # python -m autoclip.config: rewrite the repo's config.toml from the models
-    import sys
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / DEFAULT_NAME
-    target.write_text(default_toml(), encoding="utf-8")
-    print(f"wrote {target}")
+
+def readme_with_reference(readme: str) -> str:
+    """``readme`` with the generated reference between its config-reference markers."""
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{reference_markdown()}\n{END}{tail}"
+
+
+if __name__ == "__main__":  # python -m autoclip.config: regenerate config.toml and the README reference
+    repo = Path(__file__).resolve().parent.parent
+    (repo / DEFAULT_NAME).write_text(default_toml(), encoding="utf-8")
+    readme = repo / "README.md"
+    readme.write_text(readme_with_reference(readme.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"wrote {repo / DEFAULT_NAME} and the reference in {readme}")

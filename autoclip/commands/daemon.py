@@ -1,0 +1,188 @@
+"""`autoclip daemon`, `autoclip status` and `autoclip check VOD`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from autoclip.commands import Context, add_command, add_json, emit_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    add_command(
+        sub, "daemon", cmd_daemon,
+        help="watch the inbox, turn each complete VOD into a reel, retrain on schedule (runs until SIGTERM)",
+        example="autoclip --config ~/autoclip/config.toml daemon",
+    )
+    p = add_command(
+        sub, "status", cmd_status,
+        help="the queue, the running job and its progress, failures, review backlog, current model, retraining",
+        example="autoclip --config ~/autoclip/config.toml status --json",
+    )
+    p.add_argument("--failures", type=int, default=10, metavar="N", help="show the N latest failures (default 10)")
+    add_json(p)
+    p = add_command(
+        sub, "check", cmd_check,
+        help="would the daemon take this file? probe it and check it is complete (not still being written)",
+        example="autoclip check ~/autoclip/data/inbox/stream.mkv --json",
+    )
+    p.add_argument("vod", type=Path, help="video file")
+    add_json(p)
+
+
+def _config_file(ctx: Context) -> Path | None:
+    from autoclip.config import config_path
+
+    p = config_path(ctx.config_path)
+    return p.resolve() if p.exists() else None
+
+
+def cmd_daemon(args: argparse.Namespace, ctx: Context) -> int:
+    from autoclip.daemon import run_daemon
+
+    return run_daemon(ctx.config, _config_file(ctx))
+
+
+def cmd_check(args: argparse.Namespace, ctx: Context) -> int:
+    from autoclip import media
+    from autoclip.errors import MediaError
+
+    cfg = ctx.config
+    try:
+        info = media.probe(args.vod, cfg.media)
+        media.check_complete(args.vod, info, cfg.media)
+        result: dict[str, Any] = {"ok": True, "code": None, "error": None, "duration": info.duration, "probe": info.to_dict()}
+    except MediaError as err:
+        result = {"ok": False, "code": err.code, "error": str(err), "detail": err.detail, "duration": None}
+    if args.json:
+        emit_json(result)
+    elif result["ok"]:
+        print(f"ok: {args.vod} is complete ({result['duration']:.1f} s)")
+    else:
+        print(f"refused ({result['code']}): {result['error']}")
+    return 0 if result["ok"] else 1
+
+
+# -- status ----------------------------------------------------------------------------------
+def daemon_running(cfg: Any) -> bool:
+    """True if a daemon holds this deployment's lock."""
+    from autoclip.daemon import LOCK_NAME
+
+    path = cfg.path("jobs") / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def collect_status(cfg: Any, failures: int = 10) -> dict[str, Any]:
+    from autoclip import scheduler, store
+    from autoclip.jobs import ACTIVE, JobStore
+
+    conn = store.connect(cfg.path("database"))
+    try:
+        jobs = JobStore(cfg, conn)
+        running = jobs.list(ACTIVE, limit=1)
+        alive = daemon_running(cfg)
+        return {
+            "daemon": {
+                "running": alive,
+                "pid": _int(store.get_meta(conn, "daemon.pid")) if alive else None,
+                "started": _float(store.get_meta(conn, "daemon.started")),
+                "state": store.get_meta(conn, "daemon.state") if alive else "stopped",
+            },
+            "queue": jobs.counts(),
+            "queued": [_job_brief(j) for j in jobs.list(("queued",), limit=20)],
+            "running": _job_brief(running[0]) if running and alive else None,
+            "failures": [_job_brief(j) for j in jobs.list(("failed",), limit=failures, newest_first=True)],
+            "review_backlog": _review_backlog(conn),
+            "model": _model(cfg),
+            "retrain": scheduler.status(cfg, conn),
+        }
+    finally:
+        conn.close()
+
+
+def _int(v: str | None) -> int | None:
+    return int(v) if v and v.isdigit() else None
+
+
+def _float(v: str | None) -> float | None:
+    try:
+        return float(v) if v else None
+    except ValueError:
+        return None
+
+
+def _job_brief(job: Any) -> dict[str, Any]:
+    return {
+        "id": job.id, "file": job.name, "source": job.source, "state": job.state, "phase": job.phase,
+        "progress": job.progress, "attempts": job.attempts, "next_try": job.next_try or None,
+        "started": job.timings.get("started"), "duration": job.duration, "error": job.error,
+        "code": job.reason_code, "moved_to": job.moved_to, "reel": job.reel, "updated": job.updated,
+    }
+
+
+def _review_backlog(conn: Any) -> int:
+    (n,) = conn.execute("SELECT COUNT(*) FROM review_items WHERE state = 'pending'").fetchone()
+    return int(n)
+
+
+def _model(cfg: Any) -> dict[str, Any] | None:
+    from autoclip.errors import ModelError
+    from autoclip.registry import Registry
+
+    reg = Registry(cfg.path("models"))
+    mid = reg.current_id()
+    if mid is None:
+        return None
+    try:
+        return reg.summary(mid)
+    except ModelError as err:
+        return {"id": mid, "error": str(err)}
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    st = collect_status(ctx.config, args.failures)
+    if args.json:
+        emit_json(st)
+        return 0
+    d, q = st["daemon"], st["queue"]
+    print(f"daemon    {'running (pid ' + str(d['pid']) + '): ' + str(d['state']) if d['running'] else 'not running'}")
+    print("jobs      " + ", ".join(f"{k} {v}" for k, v in q.items()))
+    if st["running"]:
+        r = st["running"]
+        print(f"running   {r['file']} ({r['state']}, attempt {r['attempts']}){'  ' + r['progress'] if r['progress'] else ''}")
+    for j in st["queued"][:5]:
+        wait = f", retry {_ago(j['next_try'])}" if j["next_try"] and j["next_try"] > time.time() else ""
+        print(f"queued    {j['file']}{wait}")
+    for j in st["failures"]:
+        print(f"failed    {j['file']} ({j['code']}): {j['error']}")
+    print(f"review    {st['review_backlog']} pending")
+    m = st["model"]
+    if m:
+        val = m.get("val_ap")
+        print(f"model     {m['id']}" + (f" (val AP {val:.3f})" if isinstance(val, float) else ""))
+    else:
+        print("model     none yet (import labels, then `autoclip train`)")
+    r = st["retrain"]
+    last = r["last"]
+    print(f"retrain   last {_ago(last['started']) + ' ' + last['status'] if last else 'never'}; next {r['next_iso'] or 'off'}; "
+          f"{r['new_labels']}/{r['min_new_labels']} new labels")
+    return 0
+
+
+def _ago(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,533 @@
+"""Durable jobs: one folder per VOD under ``jobs/`` with an atomically written ``state.json``.
+
+``state.json`` is the full record (attempts, timings, error, reason code, history); the ``jobs``
+table of the database is its index for queries and for the unique key (device, inode, size,
+mtime) that makes one file version give one job however many times it is seen. Content seen
+again under another name (same fingerprint) becomes a ``duplicate`` record and no work.
+
+States: ``queued`` -> ``scoring`` -> ``rendering`` -> ``done``; any -> ``failed`` (after the
+retries) or back to ``queued`` (retry with exponential backoff, restart, SIGTERM). A failed
+source is moved to the failed folder with ``<name>.reason.json``; a done one to the done folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoclip import store
+from autoclip.config import Config
+from autoclip.fsutil import TMP_PREFIX, atomic_write_json, fingerprint, fsync_dir
+from autoclip.watcher import Candidate
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "scoring", "rendering", "done", "failed", "duplicate")
+ACTIVE = ("scoring", "rendering")
+#: where content must not be processed again (a failed one may be retried under another name)
+_DEDUPE_STATES = ("queued", "scoring", "rendering", "done")
+STATE_FILE = "state.json"
+DISK_FULL_MAX_DELAY = 3600.0
+_INDEXED = ("id", "source", "fingerprint", "device", "inode", "size", "mtime", "state", "attempts",
+            "next_try", "created", "updated", "error", "reason_code", "reel", "duplicate_of")
+
+
+@dataclass
+class Job:
+    id: str
+    source: str
+    fingerprint: str | None = None
+    device: int | None = None
+    inode: int | None = None
+    size: int | None = None
+    mtime: float | None = None
+    state: str = "queued"
+    attempts: int = 0
+    next_try: float = 0.0
+    created: float = 0.0
+    updated: float = 0.0
+    error: str | None = None
+    reason_code: str | None = None
+    reel: str | None = None
+    duplicate_of: str | None = None
+    phase: str | None = None           # checking / scoring / rendering while active
+    progress: str | None = None        # last progress line of the running child
+    duration: float | None = None      # seconds of video (from the completeness check)
+    moved_to: str | None = None        # where the source went (done/failed folder)
+    child: dict[str, Any] | None = None  # {"pid": ...} of the running child, for crash recovery
+    disk_full_retries: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.source).name
+
+    @property
+    def key(self) -> tuple[int | None, int | None, int | None, float | None]:
+        return (self.device, self.inode, self.size, self.mtime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def new_job_id() -> str:
+    """Sortable, unique and safe as a file name (output names derive from it, never from the VOD's name)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class JobStore:
+    """Job records on disk + their database index. One instance per thread (own connection)."""
+
+    def __init__(self, cfg: Config, conn: sqlite3.Connection) -> None:
+        self.cfg = cfg
+        self.conn = conn
+        self.root = cfg.path("jobs")
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- records -----------------------------------------------------------------------------
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def save(self, job: Job) -> None:
+        """Write state.json atomically, then the index row (state.json wins on recovery)."""
+        job.updated = store.now()
+        atomic_write_json(self.job_dir(job.id) / STATE_FILE, job.to_dict())
+        self._index(job)
+
+    def _index(self, job: Job) -> None:
+        cols = ", ".join(_INDEXED)
+        marks = ", ".join("?" for _ in _INDEXED)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _INDEXED if c != "id")
+        with store.transaction(self.conn):
+            self.conn.execute(
+                f"INSERT INTO jobs ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}",
+                tuple(getattr(job, c) for c in _INDEXED),
+            )
+
+    def get(self, job_id: str) -> Job | None:
+        path = self.job_dir(job_id) / STATE_FILE
+        try:
+            return Job.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return Job.from_dict(dict(row)) if row else None
+
+    def _one(self, sql: str, params: tuple) -> Job | None:
+        row = self.conn.execute(sql, params).fetchone()
+        return self.get(row["id"]) if row else None
+
+    def by_key(self, key: tuple) -> Job | None:
+        return self._one("SELECT id FROM jobs WHERE device = ? AND inode = ? AND size = ? AND mtime = ?", tuple(key))
+
+    def by_fingerprint(self, fp: str, states: tuple[str, ...] = _DEDUPE_STATES) -> Job | None:
+        marks = ", ".join("?" for _ in states)
+        return self._one(
+            f"SELECT id FROM jobs WHERE fingerprint = ? AND state IN ({marks}) ORDER BY created LIMIT 1",
+            (fp, *states),
+        )
+
+    def list(self, states: tuple[str, ...] = STATES, limit: int = 50, newest_first: bool = False) -> list[Job]:
+        marks = ", ".join("?" for _ in states)
+        order = "updated DESC" if newest_first else "next_try, created"
+        rows = self.conn.execute(
+            f"SELECT id FROM jobs WHERE state IN ({marks}) ORDER BY {order} LIMIT ?", (*states, limit)
+        ).fetchall()
+        return [j for j in (self.get(r["id"]) for r in rows) if j is not None]
+
+    def counts(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
+        out = dict.fromkeys(STATES, 0)
+        out.update({r["state"]: r["n"] for r in rows})
+        return out
+
+    # -- intake ------------------------------------------------------------------------------
+    def submit(self, cand: Candidate) -> tuple[Job, str]:
+        """Make (or find) the job for a stable regular file.
+
+        Returns the job and what happened: ``new``, ``known`` (this file version already has a
+        job), ``updated`` (a queued job's file was replaced), ``retry`` (a failed file was moved
+        back into the inbox) or ``duplicate`` (same content as another job; no work).
+        """
+        path, key = cand.path, cand.key
+        existing = self.by_key(key)
+        if existing is not None:
+            return existing, self._seen_again(existing, path)
+        fp = fingerprint(path)
+        same = self.by_fingerprint(fp)
+        if same is not None and same.source == str(path):
+            self._rekey(same, cand, fp)  # touched or re-mounted (new device id): same file, no new work
+            return same, "known"
+        if same is not None:
+            return self._duplicate(cand, fp, same), "duplicate"
+        prev = self._one("SELECT id FROM jobs WHERE source = ? AND state = 'queued'", (str(path),))
+        if prev is not None:
+            self._rekey(prev, cand, fp)
+            prev.attempts, prev.next_try, prev.error, prev.reason_code = 0, 0.0, None, None
+            prev.history.append({"event": "file replaced", "time": store.now()})
+            self.save(prev)
+            return prev, "updated"
+        job = self._new(cand, fp)
+        self.save(job)
+        return job, "new"
+
+    def reject(self, cand: Candidate, code: str, message: str) -> tuple[Job, str]:
+        """A job for an entry that can never be processed (a folder, FIFO, symlink): failed at once."""
+        existing = self.by_key(cand.key)
+        if existing is not None:
+            return existing, "known"
+        job = self._new(cand, None)
+        self.fail(job, code, message, retry=False)
+        return job, "rejected"
+
+    def _new(self, cand: Candidate, fp: str | None) -> Job:
+        now = store.now()
+        dev, ino, size, mtime = cand.key
+        return Job(id=new_job_id(), source=str(cand.path), fingerprint=fp, device=dev, inode=ino, size=size,
+                   mtime=mtime, created=now, updated=now, timings={"found": now})
+
+    def _seen_again(self, job: Job, path: Path) -> str:
+        if job.state == "failed" and job.moved_to:
+            log.info("%s is back in the inbox after failing (job %s): trying it again", path.name, job.id)
+            job.source, job.moved_to, job.state = str(path), None, "queued"
+            job.attempts, job.next_try, job.disk_full_retries = 0, 0.0, 0
+            job.history.append({"event": "moved back into the inbox", "time": store.now()})
+            self.save(job)
+            return "retry"
+        if job.source != str(path) and job.state == "queued":
+            job.source = str(path)  # renamed inside the inbox while waiting
+            self.save(job)
+        return "known"
+
+    def _rekey(self, job: Job, cand: Candidate, fp: str) -> None:
+        job.device, job.inode, job.size, job.mtime = cand.key
+        job.fingerprint = fp
+        try:
+            self.save(job)
+        except sqlite3.IntegrityError:
+            log.debug("job %s: key already taken", job.id)
+
+    def _duplicate(self, cand: Candidate, fp: str, original: Job) -> Job:
+        job = self._new(cand, fp)
+        job.state, job.duplicate_of = "duplicate", original.id
+        job.reason_code = "duplicate"
+        job.error = f"same content as {original.name} (job {original.id})"
+        job.moved_to = self._move_source(job, "done")
+        log.warning("%s is a duplicate of %s (job %s): not processed again%s", cand.path.name, original.name,
+                    original.id, f"; moved to {job.moved_to}" if job.moved_to else "")
+        self.save(job)
+        return job
+
+    # -- the worker's side -------------------------------------------------------------------
+    def next_ready(self, now: float | None = None) -> Job | None:
+        now = store.now() if now is None else now
+        return self._one("SELECT id FROM jobs WHERE state = 'queued' AND next_try <= ? ORDER BY next_try, created LIMIT 1", (now,))
+
+    def next_wakeup(self) -> float | None:
+        row = self.conn.execute("SELECT MIN(next_try) AS t FROM jobs WHERE state = 'queued'").fetchone()
+        return row["t"] if row and row["t"] is not None else None
+
+    def begin(self, job: Job) -> None:
+        now = store.now()
+        job.attempts += 1
+        job.state, job.phase, job.progress, job.error, job.reason_code = "scoring", "checking", None, None, None
+        job.timings["started"] = now
+        job.timings.setdefault("first_started", now)
+        job.history.append({"attempt": job.attempts, "started": now})
+        self.save(job)
+
+    def set_phase(self, job: Job, state: str, phase: str, progress: str | None = None) -> None:
+        job.state, job.phase = state, phase
+        if progress is not None:
+            job.progress = progress
+        job.timings[phase] = store.now()
+        self.save(job)
+
+    def finish(self, job: Job, result: dict[str, Any]) -> None:
+        now = store.now()
+        job.state, job.phase, job.child, job.result = "done", None, None, result
+        job.reel = result.get("reel")
+        job.error = job.reason_code = None
+        job.timings["finished"] = now
+        job.timings["seconds"] = round(now - job.timings.get("started", now), 3)
+        self._end_attempt(job, "done")
+        job.moved_to = self._move_source(job, "done")
+        self.save(job)
+
+    def fail(self, job: Job, code: str, message: str, *, retry: bool, detail: str = "") -> str:
+        """Record a failed attempt: requeue with backoff (``"retry"``) or fail for good (``"failed"``)."""
+        job.phase, job.child = None, None
+        job.error, job.reason_code = message, code
+        self._end_attempt(job, code, message)
+        backoff = self.cfg.daemon.backoff
+        if code == "disk_full":
+            # not the file's fault: does not use up attempts, retried until there is space again
+            job.attempts = max(0, job.attempts - 1)
+            job.disk_full_retries += 1
+            delay = min(backoff * 2 ** (job.disk_full_retries - 1), DISK_FULL_MAX_DELAY)
+            return self._retry(job, delay, message, f"disk full retry {job.disk_full_retries}")
+        if retry and job.attempts < self.cfg.daemon.max_attempts:
+            return self._retry(job, backoff * 2 ** max(0, job.attempts - 1), message,
+                               f"attempt {job.attempts} of {self.cfg.daemon.max_attempts}")
+        job.state = "failed"
+        job.timings["failed"] = store.now()
+        job.moved_to = self._move_source(job, "failed")
+        self._write_reason(job, detail)
+        self.save(job)
+        log.error("failed (%s): %s", code, _named(job, message))
+        return "failed"
+
+    def _retry(self, job: Job, delay: float, message: str, which: str) -> str:
+        job.state, job.next_try = "queued", store.now() + delay
+        self.save(job)
+        log.warning("%s; retry in %.3g s (%s)", _named(job, message), delay, which)
+        return "retry"
+
+    def requeue(self, job: Job, why: str, *, count: bool = True) -> None:
+        """Back to the queue now (restart, SIGTERM). ``count=False`` gives the attempt back."""
+        job.state, job.phase, job.child, job.next_try = "queued", None, None, 0.0
+        if not count:
+            job.attempts = max(0, job.attempts - 1)
+        self._end_attempt(job, "requeued", why)
+        self.save(job)
+        log.info("%s requeued: %s", job.name, why)
+
+    def _end_attempt(self, job: Job, outcome: str, error: str | None = None) -> None:
+        if job.history and "ended" not in job.history[-1] and "attempt" in job.history[-1]:
+            job.history[-1].update(ended=store.now(), outcome=outcome, **({"error": error} if error else {}))
+        del job.history[:-20]
+
+    # -- moving sources ----------------------------------------------------------------------
+    def _move_source(self, job: Job, where: str) -> str | None:
+        if where == "done" and str(self.cfg.paths.done) in ("", "."):
+            return None
+        src = Path(job.source)
+        if not os.path.lexists(src):
+            return None
+        folder = self.cfg.path(where)
+        dst = folder / src.name
+        if os.path.lexists(dst):
+            dst = folder / f"{src.stem}.{job.id}{src.suffix}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _move(src, dst)
+        except OSError as err:
+            log.error("cannot move %s to %s: %s (left where it is)", src, folder, err)
+            return None
+        return str(dst)
+
+    def _write_reason(self, job: Job, detail: str) -> None:
+        name = Path(job.moved_to).name if job.moved_to else job.name
+        reason = {
+            "file": job.name, "source": job.source, "moved_to": job.moved_to, "job": job.id,
+            "code": job.reason_code, "reason": job.error, "attempts": job.attempts,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "detail": detail[-4000:],
+        }
+        try:
+            atomic_write_json(self.cfg.path("failed") / f"{name}.reason.json", reason)
+        except OSError as err:
+            log.error("cannot write the reason file for %s: %s", job.name, err)
+
+    # -- recovery ----------------------------------------------------------------------------
+    def recover(self) -> list[Job]:
+        """After a restart: re-index state.json files, stop orphaned children, requeue unfinished jobs."""
+        self._reindex()
+        requeued = []
+        for job in self.list(ACTIVE, limit=10_000):
+            kill_orphan(job)
+            if job.attempts >= self.cfg.daemon.max_attempts:
+                self.fail(job, "interrupted", f"interrupted {job.attempts} times (the daemon stopped or crashed while it ran)", retry=False)
+            else:
+                self.requeue(job, f"unfinished when the daemon stopped; attempt {job.attempts + 1} next")
+                requeued.append(job)
+        return requeued
+
+    def _reindex(self) -> None:
+        for d in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            if d.name.startswith(("_", ".")) or not (d / STATE_FILE).is_file():
+                continue
+            job = self.get(d.name)
+            if job is None:
+                continue
+            row = self.conn.execute("SELECT updated, state FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            if row is None or row["updated"] < job.updated or row["state"] != job.state:
+                with contextlib.suppress(sqlite3.IntegrityError):
+                    self._index(job)
+
+
+def _named(job: Job, message: str) -> str:
+    return message if message.startswith(job.name) else f"{job.name}: {message}"
+
+
+def kill_orphan(job: Job) -> bool:
+    """Kill the process group of a job's child left running by a crashed daemon (checked by its marker)."""
+    child = job.child or {}
+    pgid = child.get("pgid")
+    if not isinstance(pgid, int) or pgid <= 1 or not _group_is_ours(pgid, job.id):
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+        log.warning("killed the leftover process group %d of job %s", pgid, job.id)
+        return True
+    return False
+
+
+def _group_is_ours(pgid: int, job_id: str) -> bool:
+    marker = f"AUTOCLIP_JOB={job_id}".encode()
+    for proc in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename, or copy + rename + unlink across file systems (regular files only; the copy is never visible half-done)."""
+    try:
+        os.rename(src, dst)
+    except OSError as err:
+        if err.errno != errno.EXDEV or src.is_symlink() or not src.is_file():
+            raise
+        tmp = dst.with_name(TMP_PREFIX + dst.name)
+        try:
+            shutil.copy2(src, tmp)
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        src.unlink()
+    fsync_dir(dst.parent)
+
+
+# -- child processes ---------------------------------------------------------------------------
+@dataclass
+class ChildResult:
+    rc: int | None
+    stdout: str
+    tail: list[str]
+    seconds: float
+    timed_out: bool = False
+    stopped: bool = False
+
+    @property
+    def last_error(self) -> str:
+        for line in reversed(self.tail):
+            if line.startswith("autoclip: error:"):
+                return line.removeprefix("autoclip: error:").strip()
+        return self.tail[-1].strip() if self.tail else ""
+
+    def json(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.stdout)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def run_child(
+    cmd: list[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float,
+    stop: Any,
+    stop_timeout: float,
+    on_start: Any = None,
+    on_line: Any = None,
+    poll: Any = None,
+) -> ChildResult:
+    """Run ``cmd`` in its own process group; kill the whole group on timeout or when ``stop`` is set.
+
+    stderr goes line by line to ``log_path`` (and ``on_line``); stdout is collected for the JSON
+    result. ``poll()`` is called about twice a second while the child runs.
+    """
+    import subprocess
+    import tempfile
+    import threading
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: list[str] = []
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile(dir=log_path.parent, prefix=TMP_PREFIX) as out, open(log_path, "ab") as logf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, env=env,
+                                start_new_session=True, close_fds=True)
+        if on_start:
+            on_start(proc.pid)
+        reader = threading.Thread(target=_tee, args=(proc.stderr, logf, tail, on_line), daemon=True,
+                                  name=f"child-{proc.pid}-stderr")
+        reader.start()
+        timed_out = stopped = False
+        while proc.poll() is None:
+            if stop.is_set():
+                stopped = True
+                _stop_group(proc, stop_timeout)
+                break
+            if time.monotonic() - t0 > timeout:
+                timed_out = True
+                log.warning("%s ran past its %.0f s timeout: killing its process group", Path(cmd[-1]).name, timeout)
+                _stop_group(proc, 5.0)
+                break
+            if poll:
+                poll()
+            stop.wait(0.5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (ffmpeg) never outlive the job
+        proc.wait()
+        reader.join(timeout=5)
+        out.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+    return ChildResult(rc=proc.returncode, stdout=stdout, tail=tail, seconds=time.monotonic() - t0,
+                       timed_out=timed_out, stopped=stopped)
+
+
+def _stop_group(proc: Any, grace: float) -> None:
+    """SIGTERM to the group, SIGKILL after ``grace`` seconds."""
+    import subprocess
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tee(stream: Any, logf: Any, tail: list[str], on_line: Any) -> None:
+    for raw in iter(stream.readline, b""):
+        logf.write(raw)
+        logf.flush()
+        line = raw.decode("utf-8", "replace").rstrip()
+        if not line:
+            continue
+        tail.append(line)
+        del tail[:-40]
+        if on_line:
+            with contextlib.suppress(Exception):
+                on_line(line)
+    stream.close()
