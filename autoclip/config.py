@@ -114,7 +114,7 @@ class TrainConfig(Section):
     """Training, evaluation and promotion."""
 
     epochs: int = Field(8, ge=1, le=500, description="most passes over the training clips")
-    batch_size: int = Field(32, ge=2, le=1024, description="samples per optimisation step")
+    batch_size: int = Field(16, ge=2, le=1024, description="samples per optimisation step")
     lr: float = Field(1e-3, gt=0, description="learning rate of the heads")
     backbone_lr_factor: float = Field(0.1, gt=0, le=1, description="backbone learning rate = lr x this, after unfreezing")
     freeze_epochs: int = Field(0, ge=0, description="epochs with the pretrained backbone frozen before unfreezing")
@@ -122,7 +122,7 @@ class TrainConfig(Section):
     patience: int = Field(3, ge=1, description="early stopping: epochs without a better validation AP")
     seed: int = Field(0, description="random seed for splits, shuffling and initialisation")
     split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions of labelled clips")
-    frames_per_clip: int = Field(0, ge=0, description="cap on frames sampled per labelled clip (0: all)")
+    frames_per_clip: int = Field(8, ge=0, description="cap on frames sampled per labelled clip, evenly spaced (0: all); frames of one clip are near-duplicates, so a cap mostly saves time")
     threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for precision/recall/F1 in metrics")
     promote_margin: float = Field(0.0, ge=0, le=1, description="a new model becomes current only if its validation AP beats the current one's by more than this")
     pseudo_weight: float = Field(0.3, ge=0, le=1, description="loss weight of teacher pseudo-labels relative to human labels")
@@ -139,7 +139,7 @@ class SelectionConfig(Section):
     percentile: float | None = Field(None, gt=0, lt=100, description="optionally also require scores above this percentile of the VOD")
     pad_before: float = Field(2.0, ge=0, description="seconds added before a segment")
     pad_after: float = Field(2.0, ge=0, description="seconds added after a segment")
-    merge_gap: float = Field(3.0, ge=0, description="segments closer than this are merged")
+    merge_gap: float = Field(3.0, ge=0, description="detected moments closer than this (before padding) are merged; padded segments that overlap always are")
     min_length: float = Field(3.0, ge=0, description="shortest segment kept, in seconds")
     max_length: float = Field(60.0, gt=0, description="longest segment, in seconds (longer ones are trimmed around their peak)")
     max_total: float = Field(600.0, gt=0, description="reel budget in seconds (best segments kept)")

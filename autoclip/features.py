@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 #: dB offset/scale that map log-mels to roughly zero mean, unit spread (quiet room ~ -1, shouting ~ +1)
 _DB_OFFSET, _DB_SCALE = -20.0, 20.0
 _SILENT_DB = -100.0
+#: Slaney mel scale: log step per mel above 1 kHz
+_LOGSTEP = float(np.log(6.4) / 27.0)
 
 
 def _n_fft(audio: AudioConfig) -> int:
@@ -39,25 +41,55 @@ def mel_frames(audio: AudioConfig) -> int:
     return 1 + (win - _n_fft(audio)) // _hop(audio)
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    lin = hz * 3.0 / 200.0
+    return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / _LOGSTEP, lin)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp(_LOGSTEP * (mel - 15.0)), mel * 200.0 / 3.0)
+
+
 @lru_cache(maxsize=8)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
-    import librosa
+    """The (n_mels, 1 + n_fft // 2) Slaney-normalised mel filterbank, equal to
+    ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmax=fmax)`` (tested) without
+    importing scipy.signal, which costs seconds at the start of every job."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+    return weights.astype(np.float32)
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=fmax).astype(np.float32)
+
+@lru_cache(maxsize=8)
+def _window(n_fft: int) -> np.ndarray:
+    return np.hanning(n_fft + 2)[1:-1].astype(np.float32)
 
 
 def _mel_columns(samples: np.ndarray, audio: AudioConfig) -> np.ndarray:
-    """Log-mel columns (n_mels, K) of ``samples``; column j covers samples [j*hop, j*hop+n_fft)."""
+    """Log-mel columns (n_mels, K) of ``samples``; column j covers samples [j*hop, j*hop+n_fft).
+
+    The filterbank product is an ``einsum``, not a BLAS call: a multi-threaded BLAS fights the
+    ffmpeg decoders for the cores (30x slower on a busy 2-core machine) for no gain at this size.
+    """
     n_fft, hop = _n_fft(audio), _hop(audio)
+    samples = np.asarray(samples, dtype=np.float32)
     if len(samples) < n_fft:
         samples = np.pad(samples, (0, n_fft - len(samples)))
-    k = 1 + (len(samples) - n_fft) // hop
-    idx = np.arange(n_fft)[None, :] + hop * np.arange(k)[:, None]
-    frames = samples[idx] * np.hanning(n_fft + 2)[1:-1].astype(np.float32)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    mel = _mel_basis(audio.sample_rate, n_fft, audio.n_mels, audio.fmax) @ power.T.astype(np.float32)
-    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    return ((db - _DB_OFFSET) / _DB_SCALE).astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[::hop] * _window(n_fft)
+    spec = np.fft.rfft(frames, axis=1)
+    power = (spec.real * spec.real + spec.imag * spec.imag).astype(np.float32, copy=False)
+    mel = np.einsum("mf,kf->mk", _mel_basis(audio.sample_rate, n_fft, audio.n_mels, audio.fmax), power)
+    db = np.log10(np.maximum(mel, 1e-10)) * (10.0 / _DB_SCALE) - (_DB_OFFSET / _DB_SCALE)
+    return db.astype(np.float32, copy=False)
 
 
 def logmel(samples: np.ndarray, audio: AudioConfig) -> np.ndarray:
@@ -114,20 +146,22 @@ class SampleReader:
 
     def __iter__(self) -> Iterator[SampleBatch]:
         a = self.cfg.audio
-        half = a.window / 2
+        margin = a.window / 2 + 0.05  # a window may start half a hop before its centre - window / 2
         stream = None
         if self.info.has_audio:
-            stream = media.AudioStream(self.path, a.sample_rate, max(0.0, self.start - half),
-                                       None if self.end is None else self.end + half, self.cfg.media)
+            stream = media.AudioStream(self.path, a.sample_rate, max(0.0, self.start - margin),
+                                       None if self.end is None else self.end + margin, self.cfg.media)
+        frames = media.iter_frames(self.path, fps=self.cfg.frames.fps, size=self.cfg.frames.size,
+                                   crop=self.crop, batch=self.batch, start=self.start, end=self.end,
+                                   info=self.info, media=self.cfg.media)
         try:
-            for fb in media.iter_frames(self.path, fps=self.cfg.frames.fps, size=self.cfg.frames.size,
-                                        crop=self.crop, batch=self.batch, start=self.start, end=self.end,
-                                        info=self.info, media=self.cfg.media):
+            for fb in frames:
                 yield self._pair(fb, stream)
             if stream is not None:
                 stream.read_to_end()
                 self._track = stream.loudness_track
         finally:
+            frames.close()  # a consumer that stops early stops both ffmpeg processes at once
             if stream is not None:
                 stream.close()
 
@@ -136,18 +170,25 @@ class SampleReader:
         n = len(fb.times)
         if stream is None:
             return SampleBatch(fb.times, fb.frames, silent_mels(n, a), np.full(n, _SILENT_DB, np.float32), False)
-        half, sr, hop, T = a.window / 2, a.sample_rate, _hop(a), mel_frames(a)
-        span_t0 = float(fb.times[0]) - half
-        samples = stream.window(span_t0, float(fb.times[-1]) + half + 0.05)
-        cols = _mel_columns(samples, a)
-        mels = np.empty((n, a.n_mels, T), dtype=np.float32)
-        loud = np.empty(n, dtype=np.float32)
-        for i, t in enumerate(fb.times):
-            j = int(round((t - half - span_t0) * sr / hop))
-            block = cols[:, j: j + T]
-            if block.shape[1] < T:
-                block = np.pad(block, ((0, 0), (0, T - block.shape[1])), mode="edge")
-            mels[i] = block
-            c = int(round((t - span_t0) * sr))
-            loud[i] = rms_db(samples[max(0, c - sr // 20): c + sr // 20])
+        mels, loud = batch_mels(fb.times, stream, a)
         return SampleBatch(fb.times, fb.frames, mels, loud, True)
+
+
+def batch_mels(times: np.ndarray, stream: media.AudioStream, audio: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel windows (N, n_mels, T) and loudness (N,) centred on ``times``.
+
+    Spectrogram columns sit on an absolute grid (column c starts at sample c x hop of the file),
+    so a frame's window is the same whether it is read in a full pass or a short clip, and one
+    spectrogram over the batch's span serves all its overlapping windows.
+    """
+    sr, hop, n_fft, T = audio.sample_rate, _hop(audio), _n_fft(audio), mel_frames(audio)
+    first = np.rint((times - audio.window / 2) * sr / hop).astype(np.int64)  # first column per frame
+    c0, c1 = int(first.min()), int(first.max()) + T
+    samples = stream.samples(c0 * hop, (c1 - 1) * hop + n_fft)
+    cols = _mel_columns(samples, audio)
+    idx = (first - c0)[:, None] + np.arange(T)[None, :]
+    mels = np.ascontiguousarray(cols[:, idx].transpose(1, 0, 2))
+    centre = np.rint(times * sr).astype(np.int64) - c0 * hop
+    half = sr // 20
+    loud = np.array([rms_db(samples[max(0, c - half): max(0, c + half)]) for c in centre], dtype=np.float32)
+    return mels, loud

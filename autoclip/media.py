@@ -4,24 +4,32 @@ Files are untrusted. Every call uses an argument list (no shell), the ``file:`` 
 a demuxer allowlist and a pixel limit, and failures become a ``MediaError`` whose message says
 what is wrong and what to do (``detail`` carries ffmpeg's stderr tail).
 
-Frames are sampled inside ffmpeg (a ``select`` on presentation-time bins, crop, fast scaling, the
-deblocking loop filter skipped: invisible at model resolution) and streamed through a pipe in
-batches with their real presentation times, so memory is bounded by the batch, never by the VOD.
-Audio streams through a second process as mono float32.
+Frames are sampled inside ffmpeg (a ``select`` of the first frame in each 1/fps bin of
+presentation time, so every pass over a file, whole or partial, lands on the same grid), then
+cropped, scaled and converted; only the sampled frames are scaled. The deblocking loop filter is
+skipped (mean difference 0.13 of 255 at 128 px on an x264 veryfast stream). Frames stream
+through an enlarged pipe in batches with their real presentation times (integer PTS x time base,
+from ``showinfo``), so memory is bounded by the batch, never by the VOD (about 200 MB in all for
+a 1-hour 720p VOD, see benchmarks/memory.py). Audio streams through a second process as mono
+float32, aligned to the file's timeline (late starts and gaps are filled with silence).
+All times are seconds from the file's start (its container start time), as ffmpeg's ``-ss`` counts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import re
 import stat
 import subprocess
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,11 +40,23 @@ from autoclip.errors import MediaError
 
 log = logging.getLogger(__name__)
 
-_PTS_RE = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(-?[\d.]+)")
+_TB_RE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
+_PTS_RE = re.compile(r"\bn:\s*\d+\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:\s*(\S+)")
+_WHITELIST_RE = re.compile(r"\[(\w+) @ [^\]]*\] Format not on whitelist")
 _STDERR_TAIL = 30
 #: stderr lines that reveal a damaged or unfinished file even when ffmpeg exits 0
 _TRUNCATION_HINTS = ("File ended prematurely", "moov atom not found", "Truncating packet",
                      "Invalid data found when processing input", "EBML header parsing failed")
+_TOO_LARGE_HINT = "exceeds specified max pixel count"
+#: swscale flags for the (already sampled) frames: area averaging does not alias on 5-10x
+#: downscales and costs nothing measurable at 4 fps
+SCALE_FLAGS = "area"
+#: bytes of pipe buffer asked for, so ffmpeg decodes ahead while the consumer computes
+_PIPE_SIZE = 1 << 20
+_MP4_BOXES = (b"ftyp", b"mdat", b"free", b"wide", b"skip", b"moov")
+#: containers whose seeks are not keyframe-exact, and how much earlier ranges start decoding there
+_UNINDEXED = ("mpegts", "flv")
+_UNINDEXED_MARGIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +68,7 @@ class ProbeInfo:
     video_codec: str | None
     width: int  # display size, after rotation
     height: int
-    rotation: int
+    rotation: int  # degrees clockwise the picture is turned for display (a phone's "rotate" tag)
     fps: float
     vfr: bool
     has_audio: bool
@@ -56,9 +76,16 @@ class ProbeInfo:
     sample_rate: int | None
     channels: int | None
     start_time: float = 0.0
+    #: seconds from the file's start where the video stream ends, if the container says
+    video_end: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def declared_end(self) -> float:
+        """Where the video should end: the video stream's own end if known, else the duration."""
+        return self.video_end if self.video_end else self.duration
 
 
 @dataclass
@@ -76,6 +103,17 @@ def _url(path: str | os.PathLike[str]) -> str:
     return "file:" + os.path.abspath(os.fspath(path))
 
 
+def _input_args(media: MediaConfig) -> list[str]:
+    """Safety options for every ffmpeg/ffprobe input: local files and allowed containers only."""
+    return ["-protocol_whitelist", "file", "-format_whitelist", ",".join(media.demuxers)]
+
+
+def _name(path: str | os.PathLike[str]) -> str:
+    """A file's name fit for a one-line message: control characters and undecodable bytes escaped."""
+    name = os.fsencode(Path(path).name).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def _tail(text: str, n: int = _STDERR_TAIL) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
@@ -85,21 +123,29 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def _reason(text: str) -> str:
+    """ffmpeg's last stderr line without the file's full path (which the message names anyway)."""
+    line = _last_line(text)
+    return re.sub(r"^file:.*?: ", "", line)[:200]
+
+
 def check_file(path: str | os.PathLike[str]) -> os.stat_result:
     """Refuse what is not a readable, non-empty regular file, without opening it (FIFOs block)."""
-    p = Path(path)
+    name = _name(path)
     try:
-        st = p.stat()
+        st = os.stat(path)
     except FileNotFoundError:
-        raise MediaError(f"{p.name}: file not found", code="missing") from None
+        raise MediaError(f"{name}: file not found", code="missing") from None
     except OSError as err:
-        raise MediaError(f"{p.name}: cannot read ({err.strerror})", code="unreadable") from None
+        raise MediaError(f"{name}: cannot read ({err.strerror})", code="unreadable") from None
     if stat.S_ISDIR(st.st_mode):
-        raise MediaError(f"{p.name}: is a folder, not a video file", code="not_file")
+        raise MediaError(f"{name}: is a folder, not a video file", code="not_file")
     if not stat.S_ISREG(st.st_mode):
-        raise MediaError(f"{p.name}: not a regular file (FIFO, socket or device); remove it", code="not_file")
+        raise MediaError(f"{name}: not a regular file (FIFO, socket or device); remove it", code="not_file")
     if st.st_size == 0:
-        raise MediaError(f"{p.name}: empty file (0 bytes); was the copy interrupted? Copy it again", code="empty")
+        raise MediaError(f"{name}: empty file (0 bytes); was the copy interrupted? Copy it again", code="empty")
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"{name}: no permission to read it; fix its permissions", code="unreadable")
     return st
 
 
@@ -113,11 +159,17 @@ def _ratio(value: str | None) -> float:
 
 
 def _rotation(stream: dict) -> int:
+    """Clockwise display rotation, a multiple of 90 (ffmpeg turns only those; others: 0)."""
+    value = None
     for sd in stream.get("side_data_list") or []:
         if "rotation" in sd:
-            return int(round(float(sd["rotation"]))) % 360
-    rotate = (stream.get("tags") or {}).get("rotate")
-    return (-int(rotate)) % 360 if rotate else 0
+            value = -(_float(sd["rotation"]) or 0.0)  # display matrices count counter-clockwise
+    if value is None:
+        value = _float((stream.get("tags") or {}).get("rotate")) or 0.0
+    if abs(value) > 3600:  # a broken matrix (ffprobe prints INT64_MIN for NaN)
+        return 0
+    nearest = int(round(value / 90.0)) * 90
+    return nearest % 360 if abs(value - nearest) < 1.0 else 0
 
 
 def _float(value: object) -> float | None:
@@ -125,30 +177,57 @@ def _float(value: object) -> float | None:
         f = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return f if np.isfinite(f) else None
+    return f if math.isfinite(f) else None
+
+
+def _head(path: str | os.PathLike[str], n: int = 16) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _probe_failure(path: str | os.PathLike[str], name: str, err: str, media: MediaConfig) -> MediaError:
+    """The MediaError for an ffprobe that could not open the file."""
+    m = _WHITELIST_RE.search(err)
+    if m or "Format not on whitelist" in err:
+        fmt = m.group(1) if m else "unknown"
+        return MediaError(f"{name}: a '{fmt}' file, not a video container autoclip accepts (HLS playlists and "
+                          f"concat scripts are refused; allowed: {', '.join(media.demuxers)})",
+                          code="demuxer", detail=_tail(err))
+    if "moov atom not found" in err and _head(path)[4:8] in _MP4_BOXES:
+        return MediaError(f"{name}: unfinished MP4 (no index at the end): still being written, or the recorder "
+                          "crashed; wait for it to finish, or remux what is there with a repair tool",
+                          code="truncated", detail=_tail(err))
+    return MediaError(f"{name}: not a media file autoclip can read ({_reason(err) or 'ffprobe failed'})",
+                      code="not_media", detail=_tail(err))
+
+
+def _run_ffprobe(path: str | os.PathLike[str], media: MediaConfig, name: str) -> dict:
+    cmd = [media.ffprobe, "-v", "error", *_input_args(media),
+           "-show_format", "-show_streams", "-of", "json", _url(path)]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              errors="replace", timeout=120)
+    except FileNotFoundError:
+        raise MediaError(f"{media.ffprobe} not found: install ffmpeg (apt-get install ffmpeg)", code="no_ffmpeg") from None
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"{name}: ffprobe hung for 120 s; the file is probably damaged", code="corrupt") from None
+    if proc.returncode != 0:
+        raise _probe_failure(path, name, proc.stderr, media)
+    try:
+        return json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError:
+        raise MediaError(f"{name}: ffprobe gave unreadable output", code="not_media") from None
 
 
 def probe(path: str | os.PathLike[str], media: MediaConfig | None = None) -> ProbeInfo:
     """What the media layer sees in ``path``. Raises MediaError with a reason code."""
     media = _media(media)
     st = check_file(path)
-    name = Path(path).name
-    cmd = [media.ffprobe, "-v", "error", "-protocol_whitelist", "file",
-           "-format_whitelist", ",".join(media.demuxers),
-           "-show_format", "-show_streams", "-of", "json", _url(path)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=120)
-    except FileNotFoundError:
-        raise MediaError(f"{media.ffprobe} not found: install ffmpeg (apt-get install ffmpeg)", code="no_ffmpeg") from None
-    except subprocess.TimeoutExpired:
-        raise MediaError(f"{name}: ffprobe hung for 120 s; the file is probably damaged", code="corrupt") from None
-    if proc.returncode != 0:
-        raise MediaError(f"{name}: not a media file autoclip can read ({_last_line(proc.stderr) or 'ffprobe failed'})",
-                         code="not_media", detail=_tail(proc.stderr))
-    try:
-        data = json.loads(proc.stdout or "{}")
-    except json.JSONDecodeError:
-        raise MediaError(f"{name}: ffprobe gave unreadable output", code="not_media") from None
+    name = _name(path)
+    data = _run_ffprobe(path, media, name)
     fmt = data.get("format") or {}
     container = fmt.get("format_name", "")
     if not set(container.split(",")) & set(media.demuxers):
@@ -160,6 +239,9 @@ def probe(path: str | os.PathLike[str], media: MediaConfig | None = None) -> Pro
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if video is None:
         raise MediaError(f"{name}: no video stream (audio-only files have no face cam to score); skipped", code="no_video")
+    if video.get("codec_name") in (None, "", "none"):
+        raise MediaError(f"{name}: its video codec is unknown to this ffmpeg ({video.get('codec_tag_string', '?')}); "
+                         "convert it, or install a fuller ffmpeg", code="unsupported_codec")
     w, h = int(video.get("width") or 0), int(video.get("height") or 0)
     if w <= 0 or h <= 0:
         raise MediaError(f"{name}: video stream has no picture size; the file is damaged", code="corrupt")
@@ -173,29 +255,53 @@ def probe(path: str | os.PathLike[str], media: MediaConfig | None = None) -> Pro
     if not duration or duration <= 0:
         raise MediaError(f"{name}: no duration in the file (still being written, or damaged); try again once it is complete",
                          code="no_duration")
+    start = _float(fmt.get("start_time")) or 0.0
+    v_dur, v_start = _float(video.get("duration")), _float(video.get("start_time"))
     avg, real = _ratio(video.get("avg_frame_rate")), _ratio(video.get("r_frame_rate"))
     fps = avg or real
-    vfr = bool(avg and real and abs(avg - real) / max(avg, real) > 0.01)
+    vfr = bool(avg and real and abs(avg - real) / max(avg, real) > 0.01) or _packets_vary(path, media)
     return ProbeInfo(
         path=os.path.abspath(os.fspath(path)), size=st.st_size, duration=float(duration), container=container,
-        video_codec=video.get("codec_name"), width=w, height=h, rotation=rotation, fps=round(fps, 3), vfr=vfr,
+        video_codec=video.get("codec_name"), width=w, height=h, rotation=rotation, fps=round(fps, 3),
+        vfr=vfr,
         has_audio=audio is not None, audio_codec=(audio or {}).get("codec_name"),
         sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
         channels=int(audio["channels"]) if audio and audio.get("channels") else None,
-        start_time=_float(fmt.get("start_time")) or 0.0,
+        start_time=start,
+        video_end=(v_dur + (v_start if v_start is not None else start) - start) if v_dur else None,
     )
+
+
+def _packets_vary(path: str | os.PathLike[str], media: MediaConfig, packets: int = 600) -> bool:
+    """Variable frame rate seen in the first ``packets`` video packets (for containers such as
+    MKV whose headers carry no frame count, so the average rate equals the nominal one)."""
+    cmd = [media.ffprobe, "-v", "quiet", *_input_args(media), "-select_streams", "v:0",
+           "-read_intervals", f"%+#{packets}", "-show_entries", "packet=pts_time", "-of", "csv=p=0", _url(path)]
+    try:
+        out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    pts = np.sort([t for t in map(_float, out.split()) if t is not None])
+    steps = np.diff(pts)
+    if len(steps) < 10:
+        return False
+    typical = float(np.median(steps))
+    return bool(np.mean(np.abs(steps - typical) > 0.25 * typical + 0.002) > 0.02)
 
 
 def last_timestamp(path: str | os.PathLike[str], info: ProbeInfo, media: MediaConfig | None = None,
                    tail: float = 30.0) -> tuple[float | None, str]:
-    """Presentation time of the last video packet (read from the last ``tail`` seconds) + stderr."""
+    """Presentation time of the end of the last video packet (from the last ``tail`` seconds) + stderr."""
     media = _media(media)
-    start = max(0.0, info.duration - tail)
-    cmd = [media.ffprobe, "-v", "error", "-protocol_whitelist", "file",
-           "-format_whitelist", ",".join(media.demuxers), "-select_streams", "v:0",
+    start = max(0.0, info.declared_end - tail)
+    cmd = [media.ffprobe, "-v", "error", *_input_args(media), "-select_streams", "v:0",
            "-read_intervals", f"{start:.3f}%", "-show_entries", "packet=pts_time,dts_time,duration_time",
            "-of", "csv=p=0", _url(path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=300)
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              errors="replace", timeout=600)
+    except subprocess.TimeoutExpired:
+        return None, "ffprobe timed out reading the last packets"
     last = None
     for line in proc.stdout.splitlines():
         parts = [_float(x) for x in line.split(",")]
@@ -214,7 +320,7 @@ def check_complete(path: str | os.PathLike[str], info: ProbeInfo, media: MediaCo
     give it away. Reads only the last seconds of the file, so it is cheap on long VODs.
     """
     media = _media(media)
-    name = Path(path).name
+    name = _name(path)
     last, err = last_timestamp(path, info, media)
     hint = next((h for h in _TRUNCATION_HINTS if h in err), None)
     if last is None:
@@ -223,17 +329,17 @@ def check_complete(path: str | os.PathLike[str], info: ProbeInfo, media: MediaCo
     if last is None:
         raise MediaError(f"{name}: no video packets could be read; the file is damaged or unfinished", code="truncated",
                          detail=_tail(err))
-    if last < info.duration - media.truncation_tolerance:
+    if last < info.declared_end - media.truncation_tolerance:
         raise MediaError(
-            f"{name}: truncated: video ends at {last:.1f} s but the file declares {info.duration:.1f} s "
+            f"{name}: truncated: video ends at {last:.1f} s but the file declares {info.declared_end:.1f} s "
             "(still being written, or an interrupted copy); copy it again",
             code="truncated", detail=_tail(err))
-    if hint and "Truncating packet" not in hint:
+    if hint and hint != "Truncating packet":
         raise MediaError(f"{name}: damaged or unfinished file ({hint})", code="truncated", detail=_tail(err))
 
 
 class _Proc:
-    """An ffmpeg child whose stderr is drained by a thread (into a bounded tail + a PTS queue)."""
+    """An ffmpeg child whose stderr is drained by a thread (into a bounded tail + a time queue)."""
 
     def __init__(self, cmd: list[str], parse_pts: bool = False) -> None:
         log.debug("run %s", cmd)
@@ -242,43 +348,67 @@ class _Proc:
                                          stderr=subprocess.PIPE, bufsize=0)
         except FileNotFoundError:
             raise MediaError(f"{cmd[0]} not found: install ffmpeg (apt-get install ffmpeg)", code="no_ffmpeg") from None
+        _grow_pipe(self.proc.stdout)
         self.tail: deque[str] = deque(maxlen=_STDERR_TAIL)
         self.hints: set[str] = set()
-        self.pts: queue.Queue[float | None] = queue.Queue()
+        self.times: queue.Queue[float | None] = queue.Queue()
         self._parse = parse_pts
+        self._tb: tuple[int, int] | None = None
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
+
+    def _frame_time(self, line: str) -> bool:
+        """Queue the time of a showinfo frame line; True if the line was one."""
+        if "config in time_base" in line:
+            m = _TB_RE.search(line)
+            self._tb = (int(m.group(1)), int(m.group(2))) if m and int(m.group(2)) else None
+            return True
+        m = _PTS_RE.search(line) if "pts_time:" in line else None
+        if m is None:
+            return False
+        if m.group(1) == "NOPTS":
+            self.times.put(math.nan)
+        elif self._tb is not None:
+            self.times.put(int(m.group(1)) * self._tb[0] / self._tb[1])
+        else:
+            self.times.put(_float(m.group(2)) or math.nan)
+        return True
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
-            if self._parse and "pts_time:" in line:
-                m = _PTS_RE.search(line)
-                if m:
-                    self.pts.put(float(m.group(3)))
-                    continue
-            for h in _TRUNCATION_HINTS:
+            if self._parse and line.startswith("[Parsed_showinfo"):
+                self._frame_time(line)
+                continue
+            for h in (*_TRUNCATION_HINTS, _TOO_LARGE_HINT, "Format not on whitelist", "matches no streams"):
                 if h in line:
                     self.hints.add(h)
-            if line and "Parsed_showinfo" not in line:
+            if line:
                 self.tail.append(line)
-        self.pts.put(None)
+        self.times.put(None)
 
-    def read_exact(self, n: int) -> bytes:
+    def read_into(self, buf: np.ndarray) -> int:
+        """Fill ``buf`` (uint8) from stdout; the bytes read (less only at the end of the stream)."""
         assert self.proc.stdout is not None
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.proc.stdout.read(n - len(buf))
-            if not chunk:
+        view, got = memoryview(buf).cast("B"), 0
+        while got < len(view):
+            n = self.proc.stdout.readinto(view[got:])
+            if not n:
                 break
-            buf += chunk
-        return bytes(buf)
+            got += n
+        return got
 
     def stderr_tail(self) -> str:
         return "\n".join(self.tail)
 
-    def close(self) -> int:
+    def close(self, wait: bool = False) -> int:
+        """Stop the child (or, with ``wait``, let it finish after its output ended); its exit code."""
+        if wait:
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc.poll() is None:
             self.proc.kill()
         rc = self.proc.wait()
@@ -289,29 +419,84 @@ class _Proc:
         return rc
 
 
+def _grow_pipe(pipe: object) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default buffer works too
+
+
+def _failure(name: str, proc: _Proc, rc: int, what: str) -> MediaError:
+    """The MediaError for an ffmpeg decode that produced nothing."""
+    detail = proc.stderr_tail()
+    if _TOO_LARGE_HINT in proc.hints:
+        return MediaError(f"{name}: a picture in the stream exceeds media.max_pixels; refused (raise the limit if genuine)",
+                          code="too_large", detail=detail)
+    if "Format not on whitelist" in proc.hints:
+        return MediaError(f"{name}: not a video container autoclip accepts (see media.demuxers)",
+                          code="demuxer", detail=detail)
+    if "matches no streams" in proc.hints:
+        return MediaError(f"{name}: has no {what} stream", code=f"no_{what}", detail=detail)
+    return MediaError(f"{name}: ffmpeg could not decode the {what} ({_reason(detail) or f'exit {rc}'})",
+                      code="corrupt", detail=detail)
+
+
+@contextmanager
+def _plain_input(path: str | os.PathLike[str]) -> Iterator[str]:
+    """The input URL for an ffmpeg whose log is parsed. ffmpeg logs the input's name, so a name
+    with a line break could forge a frame line: such a file is opened through a plain symlink."""
+    real = os.path.abspath(os.fspath(path))
+    if "\n" not in real and "\r" not in real:
+        yield _url(real)
+        return
+    suffix = Path(real).suffix if Path(real).suffix[1:].isalnum() else ""
+    with tempfile.TemporaryDirectory(prefix="autoclip-input-") as folder:
+        link = os.path.join(folder, "input" + suffix)
+        os.symlink(real, link)
+        yield _url(link)
+
+
 def _seek_args(start: float, end: float | None) -> list[str]:
     args = []
     if start > 0:
-        args += ["-ss", f"{start:.3f}"]
+        args += ["-ss", f"{start:.6f}"]
     if end is not None:
-        args += ["-t", f"{max(0.0, end - start):.3f}"]
+        args += ["-t", f"{max(0.0, end - start):.6f}"]
     return args
 
 
 def _video_filter(fps: float, size: int, crop: tuple[int, int, int, int] | None, info: ProbeInfo,
-                  start: float) -> str:
-    parts = [
-        # the first frame of each 1/fps presentation-time bin: real PTS, exact count, no drift
-        f"select='isnan(prev_selected_t)+gt(floor((t-{info.start_time:.6f})*{fps}),floor((prev_selected_t-{info.start_time:.6f})*{fps}))'",
-    ]
+                  gate: float = 0.0) -> str:
+    st = f"{info.start_time:.6f}"
+    # the first frame of each 1/fps presentation-time bin: real PTS, exact count, no drift
+    pick = f"isnan(prev_selected_t)+gt(floor((t-{st})*{fps!r}),floor((prev_selected_t-{st})*{fps!r}))"
+    if gate > 0:  # frames decoded from before the range (seek margin) are not picked
+        pick = f"gte(t-{st},{gate:.6f})*({pick})"
+    parts = [f"select='{pick}'"]
     if crop is not None:
-        x, y, w, h = crop
+        x, y, w, h = (int(v) for v in crop)
         if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > info.width or y + h > info.height:
-            raise MediaError(f"crop box {list(crop)} does not fit the {info.width}x{info.height} video; "
-                             "fix [frames] crop (see `autoclip crop VOD --at TIME`)", code="crop")
+            raise MediaError(f"crop box {list(crop)} does not fit the {info.width}x{info.height} video "
+                             f"{_name(info.path)}; fix [frames] crop or the matching crop profile", code="crop")
         parts.append(f"crop={w}:{h}:{x}:{y}")
-    parts += [f"scale={size}:{size}:flags=fast_bilinear", "format=rgb24", "showinfo"]
+    parts += [f"scale={size}:{size}:flags={SCALE_FLAGS}", "format=rgb24", "showinfo"]
     return ",".join(parts)
+
+
+def _grid_seek(start: float, fps: float, info: ProbeInfo) -> tuple[float, float]:
+    """(where ffmpeg seeks, where picking starts) for a range from ``start``.
+
+    Picking starts at the start of ``start``'s bin (a hair early), so the first bin is whole and
+    the range sees the full pass's frames. Containers without a keyframe index (MPEG-TS, FLV) seek
+    to about the time asked, possibly past the keyframe it needs: those decode from earlier.
+    """
+    if start <= 0:
+        return 0.0, 0.0
+    gate = max(0.0, math.floor(start * fps + 1e-9) / fps - 1e-3)
+    unindexed = bool(set(info.container.split(",")) & set(_UNINDEXED))
+    return max(0.0, gate - (_UNINDEXED_MARGIN if unindexed else 0.0)), gate
 
 
 def iter_frames(
@@ -328,65 +513,84 @@ def iter_frames(
 ) -> Iterator[FrameBatch]:
     """Yield frames sampled at ``fps`` (cropped, resized to ``size`` x ``size``) in batches.
 
-    Times are presentation times in seconds from the file's start. A full-file decode that ends
-    well before the declared duration raises MediaError(code="truncated").
+    Times are presentation times in seconds from the file's start, the first frame of each
+    1/fps bin; a range [start, end) gives exactly the full pass's frames that fall inside it.
+    A full-file decode that ends well before the declared duration raises
+    MediaError(code="truncated").
     """
     media = _media(media)
     info = info or probe(path, media)
-    cmd = [media.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
-           "-protocol_whitelist", "file", "-skip_loop_filter", "all", "-copyts",
-           *_seek_args(start, end), "-i", _url(path), "-map", "0:v:0", "-an", "-sn", "-dn",
-           "-vf", _video_filter(fps, size, crop, info, start), "-fps_mode", "passthrough",
+    seek, gate = _grid_seek(start, fps, info)
+    cmd = [media.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", *_input_args(media),
+           "-max_pixels", str(min(media.max_pixels + media.max_pixels // 4, 2**31 - 1)),
+           *(["-threads", str(media.threads)] if media.threads else []),
+           "-skip_loop_filter", "all", "-copyts", *_seek_args(seek, end),
+           "-i", _url(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+           "-vf", _video_filter(fps, size, crop, info, gate), "-fps_mode", "passthrough",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     frame_bytes = size * size * 3
-    proc = _Proc(cmd, parse_pts=True)
-    last_t = None
-    try:
-        while True:
-            raw = proc.read_exact(frame_bytes * batch)
-            n = len(raw) // frame_bytes
-            if n == 0:
-                break
-            times = np.empty(n, dtype=np.float64)
-            for i in range(n):
-                t = proc.pts.get(timeout=60)
-                if t is None:
-                    raise MediaError(f"{Path(path).name}: frame timestamps were lost", code="corrupt",
-                                     detail=proc.stderr_tail())
-                times[i] = t - info.start_time
-            frames = np.frombuffer(raw[: n * frame_bytes], dtype=np.uint8).reshape(n, size, size, 3)
-            last_t = float(times[-1])
-            yield FrameBatch(times, frames)
-            if n < batch:
-                break
-    finally:
-        rc = proc.close()
+    with _plain_input(path) as url:
+        cmd[cmd.index(_url(path))] = url
+        proc = _Proc(cmd, parse_pts=True)
+        last_t, ended, rc = None, False, -1
+        try:
+            while not ended:
+                buf = np.empty(frame_bytes * batch, dtype=np.uint8)
+                n = proc.read_into(buf) // frame_bytes
+                ended = n < batch
+                times = _take_times(proc, n, path) - info.start_time
+                keep = (times >= start - 1e-6) & (times < (math.inf if end is None else end))
+                if n:
+                    last_t = float(times[-1])
+                if keep.any():
+                    frames = buf[: n * frame_bytes].reshape(n, size, size, 3)
+                    yield FrameBatch(times[keep], frames if keep.all() else frames[keep])
+        finally:
+            rc = proc.close(wait=ended)  # stopped early: kill ffmpeg at once
     _check_decode_end(path, info, media, rc, proc, last_t, start, end, fps)
 
 
-def _check_decode_end(path, info: ProbeInfo, media: MediaConfig, rc: int, proc: _Proc,
+def _take_times(proc: _Proc, n: int, path: str | os.PathLike[str]) -> np.ndarray:
+    times = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        t = proc.times.get(timeout=60)
+        if t is None:
+            raise MediaError(f"{_name(path)}: frame timestamps were lost", code="corrupt",
+                             detail=proc.stderr_tail())
+        times[i] = t
+    if n and np.isnan(times).any():  # frames without a timestamp: put them after their neighbour
+        for i in np.flatnonzero(np.isnan(times)):
+            times[i] = times[i - 1] + 1e-3 if i else 0.0
+    return times
+
+
+def _check_decode_end(path: str | os.PathLike[str], info: ProbeInfo, media: MediaConfig, rc: int, proc: _Proc,
                       last_t: float | None, start: float, end: float | None, fps: float) -> None:
-    name = Path(path).name
+    name = _name(path)
     if rc != 0 and last_t is None:
-        raise MediaError(f"{name}: ffmpeg could not decode it ({_last_line(proc.stderr_tail()) or f'exit {rc}'})",
-                         code="corrupt", detail=proc.stderr_tail())
+        raise _failure(name, proc, rc, "video")
+    if rc != 0:
+        log.warning("%s: ffmpeg exited with %s after %.1f s of frames: %s", name, rc, last_t,
+                    _reason(proc.stderr_tail()))
     stop = info.duration if end is None else min(end, info.duration)
     if last_t is None:
         if stop - start > 2.0 / fps:
             raise MediaError(f"{name}: no frames decoded between {start:.1f} s and {stop:.1f} s", code="corrupt",
                              detail=proc.stderr_tail())
         return
-    if end is None and last_t < stop - media.truncation_tolerance:
-        raise MediaError(f"{name}: truncated: frames end at {last_t:.1f} s of a declared {info.duration:.1f} s; "
+    if end is None and last_t < info.declared_end - media.truncation_tolerance - 1.0 / fps:
+        raise MediaError(f"{name}: truncated: frames end at {last_t:.1f} s of a declared {info.declared_end:.1f} s; "
                          "copy the file again", code="truncated", detail=proc.stderr_tail())
 
 
 class AudioStream:
     """Mono float32 audio of ``path`` streamed from ffmpeg, read by windows in time order.
 
-    Memory holds only the samples between the earliest window still needed and the latest read.
-    While reading it keeps a loudness track (dBFS RMS per ``loudness_hop`` seconds) of all audio
-    that went through, for cut snapping and the review UI.
+    Sample ``i`` of the stream is at ``start + i / sample_rate`` on the file's timeline (a late
+    audio start or a gap is filled with silence, so audio never drifts from the video). Memory
+    holds only the samples between the earliest window still needed and the latest read. While
+    reading it keeps a loudness track (dBFS RMS per ``loudness_hop`` seconds) of all audio that
+    went through, for cut snapping and the review UI.
     """
 
     def __init__(self, path: str | os.PathLike[str], sample_rate: int, start: float = 0.0,
@@ -394,34 +598,35 @@ class AudioStream:
                  loudness_hop: float = 0.05) -> None:
         media = _media(media)
         self.sr = sample_rate
-        self.start = start
-        cmd = [media.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error",
-               "-protocol_whitelist", "file", *_seek_args(start, end), "-i", _url(path),
-               "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate),
+        self.start = max(0.0, start)
+        cmd = [media.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", *_input_args(media),
+               *_seek_args(self.start, end), "-i", _url(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
+               "-af", "aresample=async=1:first_pts=0", "-ac", "1", "-ar", str(sample_rate),
                "-f", "f32le", "pipe:1"]
-        self._name = Path(path).name
+        self._name = _name(path)
         self._proc = _Proc(cmd)
+        self._origin = int(round(self.start * sample_rate))  # absolute index of stream sample 0
         self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_t0 = start  # time of _buf[0]
+        self._pos = self._origin  # absolute sample index of _buf[0]
+        self._read = 0  # samples read from ffmpeg so far
         self._eof = False
         self._hop = max(1, int(round(loudness_hop * sample_rate)))
         self._pending = np.zeros(0, dtype=np.float32)
-        self._loud: list[float] = []
+        self._loud: list[np.ndarray] = []
         self.loudness_hop = self._hop / sample_rate
 
     def _read_more(self, seconds: float = 4.0) -> bool:
-        raw = self._proc.read_exact(int(seconds * self.sr) * 4)
-        n = len(raw) // 4
+        chunk = np.empty(max(1, int(seconds * self.sr)), dtype=np.float32)
+        n = self._proc.read_into(chunk) // 4
         if n == 0:
             self._eof = True
-            rc = self._proc.close()
-            if rc != 0 and self._buf_t0 == self.start and not len(self._buf) and not self._loud:
-                raise MediaError(f"{self._name}: ffmpeg could not decode the audio "
-                                 f"({_last_line(self._proc.stderr_tail()) or f'exit {rc}'})",
-                                 code="corrupt", detail=self._proc.stderr_tail())
+            rc = self._proc.close(wait=True)
+            if rc != 0 and self._read == 0:
+                raise _failure(self._name, self._proc, rc, "audio")
             return False
-        chunk = np.frombuffer(raw[: n * 4], dtype=np.float32)
-        self._buf = np.concatenate([self._buf, chunk])
+        chunk = chunk[:n]
+        self._read += n
+        self._buf = np.concatenate([self._buf, chunk]) if len(self._buf) else chunk
         self._track(chunk)
         return True
 
@@ -431,41 +636,43 @@ class AudioStream:
         if k:
             blocks = data[: k * self._hop].reshape(k, self._hop).astype(np.float64)
             rms = np.sqrt(np.mean(blocks * blocks, axis=1))
-            self._loud.extend((20 * np.log10(np.maximum(rms, 1e-5))).tolist())
+            self._loud.append((20 * np.log10(np.maximum(rms, 1e-5))).astype(np.float32))
         self._pending = data[k * self._hop:]
+
+    def samples(self, s0: int, s1: int) -> np.ndarray:
+        """Samples with absolute indices [s0, s1) (index = time x sample_rate), zero outside the audio.
+
+        ``s0`` must not decrease from call to call: earlier samples are dropped.
+        """
+        while not self._eof and self._pos + len(self._buf) < s1:
+            self._read_more()
+        drop = min(s0 - self._pos, len(self._buf))
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._pos += drop
+        out = np.zeros(max(0, s1 - s0), dtype=np.float32)
+        lo, hi = max(s0, self._pos), min(s1, self._pos + len(self._buf))
+        if hi > lo:
+            out[lo - s0: hi - s0] = self._buf[lo - self._pos: hi - self._pos]
+        return out
 
     def window(self, t0: float, t1: float) -> np.ndarray:
         """Samples covering [t0, t1), zero-padded outside the audio. ``t0`` must not decrease."""
-        n = int(round((t1 - t0) * self.sr))
-        while not self._eof and self._buf_t0 + len(self._buf) / self.sr < t1:
-            self._read_more()
-        # drop what no later window can need
-        drop = int((t0 - self._buf_t0) * self.sr)
-        if drop > 0:
-            drop = min(drop, len(self._buf))
-            self._buf = self._buf[drop:]
-            self._buf_t0 += drop / self.sr
-        out = np.zeros(n, dtype=np.float32)
-        offset = int(round((t0 - self._buf_t0) * self.sr))
-        lo, hi = max(0, offset), min(len(self._buf), offset + n)
-        if hi > lo:
-            out[lo - offset: hi - offset] = self._buf[lo:hi]
-        return out
+        s0 = int(round(t0 * self.sr))
+        return self.samples(s0, s0 + int(round((t1 - t0) * self.sr)))
 
     def read_to_end(self) -> None:
         """Consume the rest of the stream (completes the loudness track)."""
         while not self._eof:
-            self._read_more()
-            self._buf = self._buf[-self.sr:]
-            self._buf_t0 = self._end_time() - len(self._buf) / self.sr
-
-    def _end_time(self) -> float:
-        return self.start + (len(self._loud) * self._hop + len(self._pending)) / self.sr
+            self._read_more(16.0)
+            keep = min(len(self._buf), self.sr)
+            self._pos += len(self._buf) - keep
+            self._buf = self._buf[len(self._buf) - keep:]
 
     @property
     def loudness_track(self) -> tuple[np.ndarray, np.ndarray]:
         """(times of block centres, dBFS) of everything read so far."""
-        db = np.asarray(self._loud, dtype=np.float32)
+        db = np.concatenate(self._loud) if self._loud else np.zeros(0, dtype=np.float32)
         times = self.start + (np.arange(len(db)) + 0.5) * self.loudness_hop
         return times, db
 
@@ -488,5 +695,6 @@ def read_audio(path: str | os.PathLike[str], *, sample_rate: int, start: float =
         chunks = []
         while stream._read_more(30.0):
             chunks.append(stream._buf)
+            stream._pos += len(stream._buf)
             stream._buf = np.zeros(0, dtype=np.float32)
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)

@@ -47,9 +47,11 @@ def add_command(
     return p
 
 
-def add_group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+def add_group(sub: argparse._SubParsersAction, name: str, help: str, example: str = "") -> argparse._SubParsersAction:
     """A command with its own subcommands (``autoclip label import ...``)."""
-    p = sub.add_parser(name, help=help, description=help)
+    example = example or f"autoclip {name} SUBCOMMAND --help    (each subcommand's help has an example)"
+    p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=None, _group_parser=p)
     return p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
 

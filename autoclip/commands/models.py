@@ -1,0 +1,147 @@
+"""`autoclip train` and `autoclip models list|show|promote|rollback`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from typing import Any
+
+from autoclip.commands import Context, add_command, add_group, add_json, emit_json
+
+TRIGGERS = ("manual", "cron", "labels", "missed")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub, "train", cmd_train,
+        help="train a model on the labels, evaluate it, and make it current if it beats the current one",
+        description=(
+            "Train a new model on the labelled clips (plus the current model's confident pseudo-labels\n"
+            "on processed VODs), evaluate it on the validation and test clips, save it to the registry\n"
+            "with its metrics and plots, and make it current only if its validation AP beats the\n"
+            "current model's by more than train.promote_margin. An unchanged label set is skipped."
+        ),
+        example="autoclip train --json | jq .metrics.val.ap",
+    )
+    add_json(p)
+    p.add_argument("--trigger", choices=TRIGGERS, default="manual", help="why this run happens (recorded in the history)")
+    p.add_argument("--no-pseudo", action="store_true", help="train on human labels only (no teacher pseudo-labels)")
+    p.add_argument("--kind", choices=["fused", "frames", "audio"], help="override model.kind for this run")
+    p.add_argument("--force", action="store_true", help="train even when the label set is unchanged")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: model.threads)")
+
+    grp = add_group(sub, "models", "the model registry: list, inspect, promote, roll back")
+    p = add_command(grp, "list", cmd_list, help="list trained models (the current one is marked *)",
+                    example="autoclip models list --json")
+    add_json(p)
+    p = add_command(grp, "show", cmd_show, help="a model's dimensions, metrics, decision and files",
+                    example="autoclip models show m-20250101-040000-1a2b")
+    p.add_argument("id", metavar="ID", help="model id (see `autoclip models list`)")
+    add_json(p)
+    p = add_command(grp, "promote", cmd_promote, help="make a model current (its checksum is verified first)",
+                    example="autoclip models promote m-20250101-040000-1a2b")
+    p.add_argument("id", metavar="ID", help="model id (see `autoclip models list`)")
+    p = add_command(grp, "rollback", cmd_rollback, help="make the previously current model current again",
+                    example="autoclip models rollback")
+
+
+def _registry(ctx: Context):
+    from autoclip.registry import Registry
+
+    return Registry(ctx.config.path("models"))
+
+
+def cmd_train(args: argparse.Namespace, ctx: Context) -> int:
+    from autoclip import store
+    from autoclip.errors import UsageError
+    from autoclip.train import train
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    cfg = ctx.config
+    cfg.ensure_dirs()
+    conn = store.connect(cfg.path("database"))
+    result = train(cfg, conn, trigger=args.trigger, pseudo=not args.no_pseudo, progress=not args.json,
+                   kind=args.kind, force=args.force, threads=args.threads)
+    if args.json:
+        emit_json(result)
+        return 0
+    if result["skipped"]:
+        print(f"skipped: {result['reason']}")
+        return 0
+    val, test = result["metrics"]["val"], result["metrics"]["test"]
+    print(f"model {result['model']}: validation AP {_f(val.get('ap'))}, test AP {_f(test.get('ap'))}")
+    print(f"{'promoted' if result['promoted'] else 'not promoted'}: {result['reason']}")
+    print(f"plots and metrics: {cfg.path('models') / result['model']}")
+    return 0
+
+
+def _f(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _when(ts: Any) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "?"
+
+
+def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    models = _registry(ctx).list()
+    if args.json:
+        emit_json(models)
+        return 0
+    if not models:
+        print("no models yet: run `autoclip train`")
+        return 0
+    print(f"  {'id':<26} {'created':<17} {'kind':<7} {'val AP':>7} {'test AP':>7}  trigger")
+    for m in models:
+        mark = "*" if m["current"] else " "
+        print(f"{mark} {m['id']:<26} {_when(m['created']):<17} {m['kind'] or '?':<7} "
+              f"{_f(m['val_ap']):>7} {_f(m['test_ap']):>7}  {m['trigger'] or ''}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    from autoclip.errors import ModelError
+
+    reg = _registry(ctx)
+    meta = reg.meta(args.id)
+    try:
+        reg.verify(args.id)
+        check = "ok"
+    except ModelError as err:
+        check = str(err)
+    info = {"id": args.id, "current": reg.current_id() == args.id, "checksum": check,
+            "folder": str(reg.root / args.id), "files": sorted(p.name for p in (reg.root / args.id).iterdir()),
+            "meta": meta, "metrics": reg.metrics(args.id)}
+    if args.json:
+        emit_json(info)
+        return 0
+    m = info["metrics"]
+    print(f"model {args.id}{'  (current)' if info['current'] else ''}")
+    print(f"  folder     {info['folder']}")
+    print(f"  created    {_when(meta.get('created'))}  trigger {meta.get('trigger')}")
+    print(f"  dims       {meta.get('dims')}")
+    print(f"  label set  {meta.get('label_hash')}   checksum {check}")
+    for split in ("val", "test"):
+        s = m.get(split) or {}
+        print(f"  {split:<5}      AP {_f(s.get('ap'))}  precision {_f(s.get('precision'))}  recall {_f(s.get('recall'))}"
+              f"  F1 {_f(s.get('f1'))}  confusion {s.get('confusion')}  ({s.get('clips', 0)} clips)")
+    decision = meta.get("decision") or {}
+    if decision:
+        print(f"  decision   {decision.get('reason')}")
+    print(f"  files      {', '.join(info['files'])}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, ctx: Context) -> int:
+    _registry(ctx).promote(args.id)
+    print(f"current model: {args.id}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, ctx: Context) -> int:
+    reg = _registry(ctx)
+    before = reg.current_id()
+    now = reg.rollback()
+    print(f"current model: {now} (was {before})")
+    return 0

@@ -1,0 +1,155 @@
+"""Evaluation numbers (scikit-learn) and the PNG plots a person looks at (matplotlib, Agg).
+
+Clip-level numbers are primary: a clip's score is the mean probability of its frames, its label
+the human label. Frame-level average precision is reported beside them (finer-grained, used to
+break ties during early stopping).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """AP, or None when only one class is present (undefined)."""
+    from sklearn.metrics import average_precision_score
+
+    labels = np.asarray(labels).astype(int)
+    if len(labels) == 0 or labels.min() == labels.max():
+        return None
+    return _finite(average_precision_score(labels, scores))
+
+
+def classification(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """AP, precision/recall/F1 at ``threshold`` and the confusion matrix [[tn, fp], [fn, tp]]."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    pred = (scores >= threshold).astype(int)
+    out: dict[str, Any] = {
+        "n": int(len(labels)),
+        "positives": int(labels.sum()),
+        "ap": average_precision(labels, scores),
+        "threshold": float(threshold),
+    }
+    if len(labels) == 0:
+        out.update(precision=None, recall=None, f1=None, confusion=[[0, 0], [0, 0]])
+        return out
+    p, r, f, _ = precision_recall_fscore_support(labels, pred, average="binary", zero_division=0)
+    out.update(
+        precision=float(p), recall=float(r), f1=float(f),
+        confusion=confusion_matrix(labels, pred, labels=[0, 1]).tolist(),
+    )
+    return out
+
+
+def clip_scores(frame_scores: np.ndarray, clip_index: np.ndarray, n_clips: int) -> np.ndarray:
+    """Mean frame probability per clip."""
+    sums = np.bincount(clip_index, weights=frame_scores, minlength=n_clips)
+    counts = np.bincount(clip_index, minlength=n_clips)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+
+
+def split_metrics(
+    clip_labels: np.ndarray, clip_prob: np.ndarray, frame_labels: np.ndarray, frame_prob: np.ndarray,
+    threshold: float,
+) -> dict[str, Any]:
+    """The metrics block for one split (``metrics.json`` -> val / test)."""
+    out = classification(clip_labels, clip_prob, threshold)
+    out["clips"] = out.pop("n")
+    out["frames"] = int(len(frame_labels))
+    out["frame_ap"] = average_precision(frame_labels, frame_prob)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pr(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path | None:
+    """Precision-recall curves, one per named (labels, scores) pair that has both classes."""
+    from sklearn.metrics import precision_recall_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    drawn = 0
+    for name, (labels, scores) in curves.items():
+        ap = average_precision(labels, scores)
+        if ap is None:
+            continue
+        p, r, _ = precision_recall_curve(np.asarray(labels).astype(int), scores)
+        ax.step(r, p, where="post", label=f"{name} (AP {ap:.3f})")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.05), title="precision-recall")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_history(history: list[dict[str, Any]], path: Path) -> Path | None:
+    """Training loss and validation AP per epoch."""
+    if not history:
+        return None
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:red", label="train loss")
+    ax.set(xlabel="epoch", ylabel="loss", title="training")
+    ax2 = ax.twinx()
+    aps = [np.nan if h.get("val_ap") is None else h["val_ap"] for h in history]
+    ax2.plot(epochs, aps, "s-", color="tab:blue", label="val AP (clips)")
+    fap = [np.nan if h.get("val_frame_ap") is None else h["val_frame_ap"] for h in history]
+    ax2.plot(epochs, fap, ".--", color="tab:cyan", label="val AP (frames)")
+    ax2.set(ylabel="average precision", ylim=(0, 1.05))
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    cm = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(4, 3.6), dpi=100)
+    ax.imshow(cm, cmap="Blues")
+    names = ["normal", "highlight"]
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names, yticklabels=names,
+           xlabel="predicted", ylabel="labelled", title=title)
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=14)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

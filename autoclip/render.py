@@ -1,0 +1,456 @@
+"""Rendering a reel: pure ffmpeg command builders and cut-list writers, plus a runner.
+
+Each segment is cut with *input* seeking (``-ss`` before ``-i``, ``-t`` after), so ffmpeg jumps
+to the keyframe before the segment, decodes only from there and re-encodes the exact range: a
+reel costs time in proportion to its own length, never the VOD's. Every clip is encoded with
+identical settings (size, frame rate, pixel format, 48 kHz stereo AAC; a silent track is made
+when the VOD has none), so the concat demuxer can join them with a stream copy.
+
+Overlay text goes through a text file (``textfile=``) with drawtext's own escaping, and every
+path inside a filter graph is escaped at both levels, so any file name works. Outputs appear
+atomically in the reels folder (``fsutil.atomic_path``); the cut list is also written as
+``segments.json``, a CMX 3600 EDL and chapters (in the MP4 and as a text file).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from autoclip.config import Config, RenderConfig
+from autoclip.errors import ConfigError, DiskFullError, MediaError
+from autoclip.fsutil import TMP_PREFIX, atomic_path, atomic_write_json, atomic_write_text
+from autoclip.selection import Segment
+
+log = logging.getLogger(__name__)
+
+AUDIO_RATE = 48000
+FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/local/share/fonts/DejaVuSans.ttf",
+    "/Library/Fonts/DejaVuSans.ttf",
+)
+_CLOCK = "\x00clock\x00"
+_STDERR_TAIL = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Text and escaping (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+def hms(t: float) -> str:
+    """HH:MM:SS of a time in seconds."""
+    s = int(max(0.0, t))
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def timecode(t: float, fps: float) -> str:
+    """Non-drop-frame SMPTE timecode HH:MM:SS:FF (frames counted at the rounded rate)."""
+    base = max(1, round(fps))
+    n = int(round(max(0.0, t) * fps))
+    f, s = n % base, n // base
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}:{f:02d}"
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """A file-name-safe version of ``text``: letters, digits, ``._-``; no leading dot or dash."""
+    text = unicodedata.normalize("NFC", text.encode("utf-8", "replace").decode("utf-8"))
+    out = re.sub(r"[^\w.\-]+", "_", text, flags=re.UNICODE).strip("._-")
+    return out[:limit].rstrip("._-") or "vod"
+
+
+def reel_name(vod: str | os.PathLike[str], job_id: str) -> str:
+    """Stem of a reel's outputs: the VOD's sanitised stem and the job id."""
+    return f"{safe_name(Path(vod).stem)}-{safe_name(job_id, 24)}"
+
+
+def printable(text: str) -> str:
+    """Text safe to draw: valid UTF-8, control characters (newlines too) shown as spaces."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+
+
+def overlay_text(template: str, *, vod: str, segment: Segment, index: int) -> str:
+    """The overlay for one clip, from the [render] overlay template (drawtext-escaped).
+
+    Fields: {vod} {timestamp} {start} {end} {score} {index}, and {clock}: a running HH:MM:SS.mmm
+    of the VOD time on each frame.
+    """
+    fields = dict(vod=printable(Path(vod).name), timestamp=hms(segment.start), start=segment.start,
+                  end=segment.end, score=segment.score, index=index, clock=_CLOCK)
+    try:
+        text = template.format(**fields)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"render.overlay: bad template {template!r} ({err}); fields: "
+                          "{vod} {timestamp} {start} {end} {score} {index} {clock}") from None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%")
+    return escaped.replace(_CLOCK, f"%{{pts:hms:{segment.start:.3f}}}")
+
+
+def escape_value(value: str) -> str:
+    """Escape a filter option value for both filter-graph levels (option, then graph)."""
+    level1 = re.sub(r"([\\':])", r"\\\1", value)
+    return re.sub(r"([\\'\[\],;])", r"\\\1", level1)
+
+
+def concat_list(paths: Sequence[str | os.PathLike[str]]) -> str:
+    """A concat-demuxer script naming ``paths`` (quoted; quotes inside escaped)."""
+    lines = ["ffconcat version 1.0"]
+    for p in paths:
+        quoted = os.path.abspath(os.fspath(p)).replace("'", "'\\''")
+        lines.append(f"file '{quoted}'")
+    return "\n".join(lines) + "\n"
+
+
+def _meta_escape(text: str) -> str:
+    return re.sub(r"([=;#\\\n])", r"\\\1", printable(text))
+
+
+def reel_offsets(segments: Sequence[Segment], fps: float) -> list[tuple[float, float]]:
+    """(start, end) of each segment inside the reel, with clip lengths rounded to whole frames."""
+    out, t = [], 0.0
+    for s in segments:
+        d = clip_duration(s, fps)
+        out.append((t, t + d))
+        t += d
+    return out
+
+
+def clip_duration(segment: Segment, fps: float) -> float:
+    return max(1, round(segment.length * fps)) / fps
+
+
+def chapter_title(segment: Segment, index: int) -> str:
+    return f"{index}. {hms(segment.start)} (score {segment.score:.2f})"
+
+
+def ffmetadata(segments: Sequence[Segment], fps: float, title: str) -> str:
+    """An ffmetadata file with one chapter per segment (times in ms, in reel time)."""
+    lines = [";FFMETADATA1", f"title={_meta_escape(title)}"]
+    for i, (s, (a, b)) in enumerate(zip(segments, reel_offsets(segments, fps), strict=True), 1):
+        lines += ["[CHAPTER]", "TIMEBASE=1/1000", f"START={round(a * 1000)}", f"END={round(b * 1000)}",
+                  f"title={_meta_escape(chapter_title(s, i))}"]
+    return "\n".join(lines) + "\n"
+
+
+def chapters_text(segments: Sequence[Segment], fps: float) -> str:
+    """YouTube-style chapter lines: reel time, then what it is."""
+    rows = []
+    for i, (s, (a, _b)) in enumerate(zip(segments, reel_offsets(segments, fps), strict=True), 1):
+        rows.append(f"{hms(a)} {chapter_title(s, i)}")
+    return "\n".join(rows) + ("\n" if rows else "")
+
+
+def edl(segments: Sequence[Segment], fps: float, title: str, vod_name: str) -> str:
+    """A CMX 3600 edit decision list: source in/out in VOD time, record in/out in reel time."""
+    lines = [f"TITLE: {printable(title)[:70]}", "FCM: NON-DROP FRAME", ""]
+    for i, (s, (a, b)) in enumerate(zip(segments, reel_offsets(segments, fps), strict=True), 1):
+        src_out = s.start + (b - a)
+        lines.append(f"{i:03d}  {'AX':<8} {'AA/V':<5} {'C':<8} {timecode(s.start, fps)} {timecode(src_out, fps)} "
+                     f"{timecode(a, fps)} {timecode(b, fps)}")
+        lines.append(f"* FROM CLIP NAME: {printable(vod_name)}")
+        lines.append(f"* COMMENT: score {s.score:.3f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """Everything that must be identical across a reel's clips (so concat can stream-copy)."""
+
+    fps: str  # e.g. "30" or "30000/1001"
+    height: int  # output height (even), never above the source's
+    has_audio: bool
+    font: str | None
+    font_size: int
+    fade: float
+    overlay: str
+    video_codec: str
+    preset: str
+    crf: int
+    audio_bitrate: str
+    ffmpeg: str = "ffmpeg"
+
+    @property
+    def fps_value(self) -> float:
+        return float(Fraction(self.fps))
+
+
+def output_fps(fps: float) -> str:
+    """A constant output frame rate close to the source's (30 if unknown or absurd)."""
+    if not 1 <= fps <= 120:
+        return "30"
+    if abs(fps - round(fps)) < 0.01:
+        return str(round(fps))
+    ntsc = round(fps * 1.001)
+    if abs(fps - ntsc / 1.001) < 0.01:  # 23.976, 29.97, 59.94 (probe rounds them)
+        return f"{ntsc * 1000}/1001"
+    frac = Fraction(fps).limit_denominator(1000)
+    return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
+
+
+def find_font(configured: str) -> str | None:
+    if configured:
+        if not Path(configured).is_file():
+            raise ConfigError(f"render.font: {configured} is not a file; point it at a .ttf/.otf or leave it empty")
+        return configured
+    return next((f for f in FONT_CANDIDATES if Path(f).is_file()), None)
+
+
+def clip_settings(rcfg: RenderConfig, *, src_fps: float, src_height: int, has_audio: bool,
+                  ffmpeg: str = "ffmpeg") -> ClipSettings:
+    height = min(rcfg.height, src_height) if rcfg.height else src_height
+    return ClipSettings(
+        fps=output_fps(src_fps), height=max(2, height - height % 2), has_audio=has_audio,
+        font=find_font(rcfg.font) if rcfg.overlay else None,
+        font_size=max(8, round(rcfg.font_size * height / 720)), fade=rcfg.fade, overlay=rcfg.overlay,
+        video_codec=rcfg.video_codec, preset=rcfg.preset, crf=rcfg.crf, audio_bitrate=rcfg.audio_bitrate,
+        ffmpeg=ffmpeg,
+    )
+
+
+def _url(path: str | os.PathLike[str]) -> str:
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+def video_filter(st: ClipSettings, textfile: str | os.PathLike[str] | None) -> str:
+    parts = [f"scale=-2:{st.height}", "setsar=1", f"fps={st.fps}"]
+    if textfile is not None:
+        pad = max(4, st.font_size // 2)
+        opts = [f"textfile={escape_value(os.path.abspath(os.fspath(textfile)))}", f"fontsize={st.font_size}",
+                "fontcolor=white", "box=1", "boxcolor=black@0.55", f"boxborderw={max(2, pad // 2)}",
+                f"x={pad}", f"y={pad}"]
+        if st.font:
+            opts.insert(0, f"fontfile={escape_value(st.font)}")
+        parts.append("drawtext=" + ":".join(opts))
+    parts.append("format=yuv420p")
+    return ",".join(parts)
+
+
+def audio_filter(st: ClipSettings, duration: float) -> str:
+    parts = [f"aresample={AUDIO_RATE}", f"aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"]
+    fade = min(st.fade, duration / 3)
+    if fade > 0:
+        parts += [f"afade=t=in:st=0:d={fade:.3f}", f"afade=t=out:st={duration - fade:.3f}:d={fade:.3f}"]
+    return ",".join(parts)
+
+
+def clip_command(vod: str | os.PathLike[str], segment: Segment, out: str | os.PathLike[str], st: ClipSettings,
+                 textfile: str | os.PathLike[str] | None = None) -> list[str]:
+    """ffmpeg arguments cutting ``segment`` from ``vod`` (input seeking) and re-encoding it."""
+    dur = clip_duration(segment, st.fps_value)
+    cmd = [st.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+           "-protocol_whitelist", "file", "-ss", f"{segment.start:.3f}", "-i", _url(vod)]
+    if st.has_audio:
+        a_in = "[0:a:0]"
+    else:
+        cmd += ["-f", "lavfi", "-i", f"anullsrc=channel_layout=stereo:sample_rate={AUDIO_RATE}"]
+        a_in = "[1:a]"
+    graph = f"[0:v:0]{video_filter(st, textfile)}[v];{a_in}{audio_filter(st, dur)}[a]"
+    cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", f"{dur:.6f}",
+            "-c:v", st.video_codec, "-preset", st.preset, "-crf", str(st.crf),
+            "-c:a", "aac", "-b:a", st.audio_bitrate, "-ar", str(AUDIO_RATE), "-ac", "2",
+            "-video_track_timescale", "90000", "-map_metadata", "-1", "-map_chapters", "-1",
+            "-sn", "-dn", "-f", "mp4", os.path.abspath(os.fspath(out))]
+    return cmd
+
+
+def concat_command(list_file: str | os.PathLike[str], out: str | os.PathLike[str],
+                   metadata: str | os.PathLike[str] | None = None, ffmpeg: str = "ffmpeg") -> list[str]:
+    """Join clips listed in ``list_file`` by stream copy; embed chapters from ``metadata``."""
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+           "-protocol_whitelist", "file", "-f", "concat", "-safe", "0", "-i", _url(list_file)]
+    if metadata is not None:
+        cmd += ["-protocol_whitelist", "file", "-f", "ffmetadata", "-i", _url(metadata),
+                "-map_metadata", "1", "-map_chapters", "1"]
+    cmd += ["-map", "0:v", "-map", "0:a", "-c", "copy", "-movflags", "+faststart", "-f", "mp4",
+            os.path.abspath(os.fspath(out))]
+    return cmd
+
+
+# ---------------------------------------------------------------------------------------------
+# Runner
+# ---------------------------------------------------------------------------------------------
+
+
+def run_ffmpeg(cmd: list[str], what: str) -> None:
+    """Run ffmpeg; MediaError (or DiskFullError) with the stderr tail on failure."""
+    log.debug("run %s", cmd)
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, check=False)
+    except FileNotFoundError:
+        raise MediaError(f"{cmd[0]} not found: install ffmpeg (apt-get install ffmpeg)", code="no_ffmpeg") from None
+    if proc.returncode == 0:
+        return
+    err = proc.stderr.decode("utf-8", "replace").strip()
+    tail = "\n".join(err.splitlines()[-_STDERR_TAIL:])
+    last = err.splitlines()[-1].strip() if err else f"exit {proc.returncode}"
+    if "No space left on device" in err:
+        raise DiskFullError(f"disk full while {what}: free space in the reels/jobs folder; the job is retried later",
+                            detail=tail)
+    raise MediaError(f"ffmpeg failed while {what} ({last})", code="render", detail=tail)
+
+
+@dataclass
+class RenderResult:
+    name: str
+    reel: Path | None
+    segments_file: Path
+    edl: Path | None
+    chapters: Path | None
+    clips: list[Path]
+
+
+def _outputs(reels: Path, name: str) -> dict[str, Path]:
+    return {"reel": reels / f"{name}.mp4", "segments": reels / f"{name}.segments.json",
+            "edl": reels / f"{name}.edl", "chapters": reels / f"{name}.chapters.txt",
+            "clips": reels / f"{name}.clips"}
+
+
+def _remove_stale(out: dict[str, Path]) -> None:
+    for key in ("reel", "edl", "chapters"):
+        out[key].unlink(missing_ok=True)
+    if out["clips"].is_dir():
+        shutil.rmtree(out["clips"], ignore_errors=True)
+
+
+def render_clips(vod: str | os.PathLike[str], segments: Sequence[Segment], st: ClipSettings,
+                 work: Path) -> list[Path]:
+    """Encode each segment to ``work``/NN.mp4; returns the clip paths in order."""
+    clips = []
+    for i, seg in enumerate(segments, 1):
+        textfile = None
+        if st.overlay:
+            textfile = work / f"overlay-{i:03d}.txt"
+            textfile.write_text(overlay_text(st.overlay, vod=os.fspath(vod), segment=seg, index=i), encoding="utf-8")
+        out = work / f"{i:03d}-{hms(seg.start).replace(':', '')}.mp4"
+        log.info("clip %d/%d: %s-%s (score %.2f)", i, len(segments), hms(seg.start), hms(seg.end), seg.score)
+        run_ffmpeg(clip_command(vod, seg, out, st, textfile), f"cutting clip {i} ({hms(seg.start)})")
+        clips.append(out)
+    return clips
+
+
+def _publish_clips(clips: list[Path], target: Path) -> list[Path]:
+    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=target.parent))
+    for c in clips:  # the reel is joined already: move, do not copy
+        os.replace(c, staging / c.name)
+    if target.is_dir():
+        old = target.with_name(f"{TMP_PREFIX}old-{target.name}")
+        os.replace(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(staging, target)
+    return [target / c.name for c in clips]
+
+
+def render_reel(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg: Config, *,
+                name: str, src_fps: float, src_height: int, has_audio: bool,
+                meta: dict | None = None) -> RenderResult:
+    """Cut, join and publish the reel of ``segments`` and its cut lists under cfg.path("reels").
+
+    ``meta`` (vod, model, job...) goes into segments.json. With no segments, only segments.json
+    (an empty list) is written and any earlier reel of the same name is removed.
+    """
+    reels = cfg.path("reels")
+    reels.mkdir(parents=True, exist_ok=True)
+    out = _outputs(reels, name)
+    st = clip_settings(cfg.render, src_fps=src_fps, src_height=src_height, has_audio=has_audio,
+                       ffmpeg=cfg.media.ffmpeg)
+    offsets = reel_offsets(segments, st.fps_value)
+    doc = dict(meta or {}, vod=os.fspath(vod), name=name, reel=str(out["reel"]) if segments else None,
+               segments=[dict(s.to_dict(), index=i, reel_start=round(a, 3), reel_end=round(b, 3))
+                         for i, (s, (a, b)) in enumerate(zip(segments, offsets, strict=True), 1)])
+    if not segments:
+        _remove_stale(out)
+        atomic_write_json(out["segments"], doc)
+        log.info("no highlights found in %s: wrote %s, no reel", Path(vod).name, out["segments"].name)
+        return RenderResult(name, None, out["segments"], None, None, [])
+    work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=reels))
+    try:
+        clips = render_clips(vod, segments, st, work)
+        (work / "list.ffconcat").write_text(concat_list(clips), encoding="utf-8")
+        (work / "chapters.ffmeta").write_text(ffmetadata(segments, st.fps_value, Path(vod).name), encoding="utf-8")
+        with atomic_path(out["reel"]) as tmp:
+            run_ffmpeg(concat_command(work / "list.ffconcat", tmp, work / "chapters.ffmeta", st.ffmpeg),
+                       "joining the reel")
+            # everything expensive succeeded: the cut lists, then the reel itself (renamed last)
+            atomic_write_json(out["segments"], doc)
+            atomic_write_text(out["edl"], edl(segments, st.fps_value, name, Path(vod).name))
+            atomic_write_text(out["chapters"], chapters_text(segments, st.fps_value))
+            published = _publish_clips(clips, out["clips"]) if cfg.render.clips else []
+            if not cfg.render.clips and out["clips"].is_dir():
+                shutil.rmtree(out["clips"], ignore_errors=True)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"disk full while rendering into {reels}: free space; the job is retried later") from err
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    total = offsets[-1][1]
+    log.info("reel %s: %d segments, %.1f s", out["reel"].name, len(segments), total)
+    return RenderResult(name, out["reel"], out["segments"], out["edl"], out["chapters"], published)
+
+
+# ---------------------------------------------------------------------------------------------
+# Crop helper: one full-resolution frame with a labelled pixel grid
+# ---------------------------------------------------------------------------------------------
+
+
+def grid_step(width: int, height: int) -> int:
+    """A round grid spacing giving roughly 8-20 lines across the frame."""
+    for step in (10, 20, 25, 50, 100, 200, 250, 500):
+        if max(width, height) / step <= 20:
+            return step
+    return 1000
+
+
+def crop_preview_command(vod: str | os.PathLike[str], at: float, out: str | os.PathLike[str], *,
+                         width: int, height: int, box: tuple[int, int, int, int] | None,
+                         current: bool, font: str | None, ffmpeg: str = "ffmpeg") -> list[str]:
+    """ffmpeg arguments saving the frame at ``at`` as PNG with a labelled grid and ``box`` drawn
+    (green: the configured crop; yellow: a suggestion)."""
+    step = grid_step(width, height)
+    size = max(10, min(width, height) // 45)
+    font_opt = f"fontfile={escape_value(font)}:" if font else ""
+    label = f"{font_opt}fontsize={size}:fontcolor=yellow:box=1:boxcolor=black@0.6:boxborderw=2"
+    parts = [f"drawgrid=w={step}:h={step}:t=1:c=white@0.35"]
+    parts += [f"drawtext={label}:text={x}:x={x + 2}:y=2" for x in range(step, width, step)]
+    parts += [f"drawtext={label}:text={y}:x=2:y={y + 2}" for y in range(step, height, step)]
+    if box is not None:
+        x, y, w, h = box
+        parts.append(f"drawbox=x={x}:y={y}:w={w}:h={h}:color={'lime' if current else 'yellow'}:t={max(2, size // 4)}")
+    return [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+            "-protocol_whitelist", "file", "-ss", f"{max(0.0, at):.3f}", "-i", _url(vod),
+            "-frames:v", "1", "-vf", ",".join(parts), "-update", "1", "-f", "image2", "-c:v", "png",
+            os.path.abspath(os.fspath(out))]
+
+
+def save_crop_preview(vod: str | os.PathLike[str], at: float, out: str | os.PathLike[str], *, width: int,
+                      height: int, box: tuple[int, int, int, int] | None, current: bool,
+                      cfg: Config) -> Path:
+    out = Path(out)
+    font = find_font(cfg.render.font)
+    with atomic_path(out, suffix=".png") as tmp:
+        run_ffmpeg(crop_preview_command(vod, at, tmp, width=width, height=height, box=box, current=current,
+                                        font=font, ffmpeg=cfg.media.ffmpeg), f"saving a frame at {hms(at)}")
+        if tmp.stat().st_size == 0:
+            raise MediaError(f"no frame at {hms(at)} in {Path(vod).name}; pick an earlier time", code="render")
+    return out

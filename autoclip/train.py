@@ -1,0 +1,423 @@
+"""Training, evaluation and promotion: ``fit`` / ``train_one_epoch`` / ``evaluate`` and ``train``.
+
+``train(cfg, conn)`` is what `autoclip train` and the daemon's retraining child run: load the
+labelled clips, split them without leakage, decode (or fetch cached) samples, optionally add
+pseudo-labels from the current model (the teacher) on processed VODs nobody labelled, fit a new
+model (the student) with augmentation and dropout as noise, evaluate it and the current model on
+the same validation clips, save it to the registry and promote it only if it is better by more
+than ``train.promote_margin``. Every run is recorded in the ``retrain_runs`` table.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from autoclip import augment, metrics
+from autoclip.config import Config
+from autoclip.errors import LabelError, ModelError
+from autoclip.fsutil import TMP_PREFIX
+from autoclip.model import (
+    HighlightNet,
+    ModelDims,
+    build_model,
+    frames_to_tensor,
+    logits,
+    mels_to_tensor,
+    set_threads,
+)
+from autoclip.registry import Registry, decide_promotion
+from autoclip.trainrun import (
+    RunRecord,
+    TrainLock,
+    check_label_items,
+    enqueue_check_labels,
+    gather_pseudo,
+    record_skipped,
+)
+
+if TYPE_CHECKING:
+    from autoclip.dataset import Clip
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    """Samples of one split: frames, mels, per-sample target and weight, and their clip."""
+
+    clips: list[Clip]
+    frames: np.ndarray
+    mels: np.ndarray
+    clip_index: np.ndarray  # (N,) index into clips; -1 for pseudo-labelled samples
+    targets: np.ndarray  # (N,) float32 in [0,1]
+    weights: np.ndarray  # (N,) float32 loss weights
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def clip_labels(self) -> np.ndarray:
+        return np.array([c.label for c in self.clips], dtype=int)
+
+    def extend(self, frames: np.ndarray, mels: np.ndarray, targets: np.ndarray, weight: float) -> None:
+        if len(targets) == 0:
+            return
+        self.frames = np.concatenate([self.frames, frames])
+        self.mels = np.concatenate([self.mels, mels])
+        self.clip_index = np.concatenate([self.clip_index, np.full(len(targets), -1)])
+        self.targets = np.concatenate([self.targets, targets.astype(np.float32)])
+        self.weights = np.concatenate([self.weights, np.full(len(targets), weight, np.float32)])
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_key: tuple[float, float] = (-1.0, -1.0)
+    seconds: float = 0.0
+
+
+def load_split(clips: list[Clip], cfg: Config, cache: Any) -> SplitData:
+    """Decode (or fetch cached) samples of ``clips``; each frame takes its clip's label."""
+    from autoclip.dataset import clip_samples
+    from autoclip.features import mel_frames
+
+    frames, mels, index = [], [], []
+    for i, clip in enumerate(clips):
+        _, f, m = clip_samples(clip, cfg, cache)
+        frames.append(f)
+        mels.append(m)
+        index.append(np.full(len(f), i))
+    s, shape = cfg.frames.size, (cfg.audio.n_mels, mel_frames(cfg.audio))
+    idx = np.concatenate(index) if index else np.zeros(0, dtype=int)
+    return SplitData(
+        clips=list(clips),
+        frames=np.concatenate(frames) if frames else np.zeros((0, s, s, 3), np.uint8),
+        mels=np.concatenate(mels) if mels else np.zeros((0, *shape), np.float32),
+        clip_index=idx,
+        targets=np.array([clips[i].label for i in idx], dtype=np.float32),
+        weights=np.ones(len(idx), dtype=np.float32),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _batch_tensors(net: HighlightNet, data: SplitData, idx: np.ndarray, gen: torch.Generator | None):
+    dims = net.dims
+    f = m = None
+    if dims.uses_frames:
+        f = frames_to_tensor(data.frames[idx], dims.size)
+        if gen is not None:
+            f = augment.frames(f, gen)
+    if dims.uses_audio:
+        m = mels_to_tensor(data.mels[idx])
+        if gen is not None:
+            m = augment.mels(m, gen)
+    return f, m
+
+
+def train_one_epoch(
+    net: HighlightNet, data: SplitData, optimizer: torch.optim.Optimizer, *, batch_size: int,
+    pos_weight: float, seed: int, frozen_backbone: bool = False, on_batch: Any = None,
+) -> tuple[float, float]:
+    """One pass over ``data`` in a seeded random order, augmented. Returns (mean loss, images/s)."""
+    net.train()
+    if frozen_backbone and net.dims.uses_frames:
+        net.frames.eval()  # frozen batch-norm statistics stay as pretrained
+    gen = torch.Generator().manual_seed(seed)
+    order = np.random.default_rng(seed).permutation(len(data))
+    pw = torch.tensor(pos_weight)
+    total, seen, t0 = 0.0, 0, time.monotonic()
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) < 2:  # batch-norm needs two samples
+            continue
+        f, m = _batch_tensors(net, data, idx, gen)
+        target = torch.from_numpy(data.targets[idx])
+        weight = torch.from_numpy(data.weights[idx])
+        loss = F.binary_cross_entropy_with_logits(net(f, m), target, weight=weight, pos_weight=pw)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        total += value * len(idx)
+        seen += len(idx)
+        if on_batch is not None:
+            on_batch(len(idx), value)
+    elapsed = max(time.monotonic() - t0, 1e-9)
+    return total / max(seen, 1), seen / elapsed
+
+
+def evaluate(net: HighlightNet, data: SplitData, threshold: float) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics of ``net`` on a split's human-labelled clips: (metrics, frame probs, clip probs)."""
+    human = data.clip_index >= 0
+    z = logits(net, data.frames[human] if net.dims.uses_frames else None,
+               data.mels[human] if net.dims.uses_audio else None)
+    frame_prob = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    clip_prob = metrics.clip_scores(frame_prob, data.clip_index[human], len(data.clips))
+    out = metrics.split_metrics(data.clip_labels, clip_prob, data.targets[human] >= 0.5, frame_prob, threshold)
+    return out, frame_prob, clip_prob
+
+
+def _optimizer(net: HighlightNet, cfg: Config, pretrained: bool) -> torch.optim.Optimizer:
+    t = cfg.train
+    backbone_lr = t.lr * t.backbone_lr_factor if pretrained else t.lr
+    groups = [{"params": net.head_parameters(), "lr": t.lr}]
+    if net.backbone_parameters():
+        groups.append({"params": net.backbone_parameters(), "lr": backbone_lr})
+    return torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+
+
+def fit(net: HighlightNet, train: SplitData, val: SplitData, cfg: Config, *, pretrained: bool = False,
+        progress: bool = True) -> FitResult:
+    """Train with early stopping on validation AP; ``net`` ends with its best weights."""
+    t = cfg.train
+    n_pos = float(np.sum(train.targets * train.weights))
+    n_neg = float(np.sum((1 - train.targets) * train.weights))
+    pos_weight = n_neg / n_pos if n_pos > 0 else 1.0
+    optimizer = _optimizer(net, cfg, pretrained)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.lr * 0.05)
+    freeze = t.freeze_epochs if (pretrained and net.dims.uses_frames) else 0
+    result, best_state, stale = FitResult(), None, 0
+    t0 = time.monotonic()
+    with _Progress(t.epochs, len(train), progress) as bar:
+        for epoch in range(1, t.epochs + 1):
+            frozen = epoch <= freeze
+            net.set_backbone_trainable(not frozen)
+            loss, speed = train_one_epoch(
+                net, train, optimizer, batch_size=t.batch_size, pos_weight=pos_weight,
+                seed=t.seed * 1000 + epoch, frozen_backbone=frozen, on_batch=bar.batch,
+            )
+            sched.step()
+            m = evaluate(net, val, t.threshold)[0] if len(val) else {"ap": None, "frame_ap": None}
+            result.history.append({"epoch": epoch, "loss": loss, "val_ap": m["ap"], "val_frame_ap": m["frame_ap"],
+                                   "images_per_s": speed, "frozen": frozen})
+            bar.epoch_done(epoch, loss, m["ap"], speed)
+            key = (_num(m["ap"]), _num(m["frame_ap"]))
+            if key > result.best_key or best_state is None or not len(val):  # no val: keep the last
+                result.best_key, result.best_epoch, stale = key, epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                stale += 1
+                if stale >= t.patience and epoch > freeze:
+                    log.info("early stop after epoch %d: no better validation AP for %d epochs", epoch, stale)
+                    break
+    net.set_backbone_trainable(True)
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _num(x: float | None) -> float:
+    return -1.0 if x is None else float(x)
+
+
+class _Progress:
+    """A rich bar (epoch, loss, val AP, images/s) on a terminal; one log line per epoch otherwise."""
+
+    def __init__(self, epochs: int, per_epoch: int, enabled: bool) -> None:
+        import sys
+
+        self.epochs = epochs
+        self.bar: Any = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.bar = Progress(TextColumn("[bold]training[/] epoch {task.fields[epoch]}/" + str(epochs)),
+                                BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                                TextColumn("val AP {task.fields[ap]}"), TextColumn("{task.fields[speed]} img/s"),
+                                TimeElapsedColumn(), transient=False)
+            self.task = self.bar.add_task("train", total=epochs * per_epoch, epoch=1, loss="-", ap="-", speed="-")
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def batch(self, n: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n, loss=f"{loss:.3f}")
+
+    def epoch_done(self, epoch: int, loss: float, ap: float | None, speed: float) -> None:
+        shown = "-" if ap is None else f"{ap:.3f}"
+        if self.bar is not None:
+            self.bar.update(self.task, epoch=min(epoch + 1, self.epochs), loss=f"{loss:.3f}", ap=shown,
+                            speed=f"{speed:.0f}")
+        else:
+            log.info("epoch %d/%d: loss %.4f, val AP %s, %.0f images/s", epoch, self.epochs, loss, shown, speed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+# ---------------------------------------------------------------------------------------------
+
+
+def train(cfg: Config, conn: sqlite3.Connection, *, trigger: str = "manual", pseudo: bool = True,
+          progress: bool = True, kind: str | None = None, force: bool = False,
+          threads: int | None = None) -> dict[str, Any]:
+    """Train, evaluate and maybe promote a model; return the `train --json` dict (+ reason, skipped)."""
+    set_threads(threads or cfg.model.threads)
+    registry = Registry(cfg.path("models"))
+    with TrainLock(registry.root) as lock:
+        if not lock.acquired:
+            reason = "another training is running; this trigger is skipped"
+            record_skipped(conn, trigger, reason)
+            return _skipped(registry.current_id(), reason, registry)
+        registry.clean()
+        with RunRecord(conn, trigger) as run:
+            result = _train_locked(cfg, conn, registry, trigger=trigger, pseudo=pseudo, progress=progress,
+                                   kind=kind, force=force)
+            run.finish(result)
+            return result
+
+
+def _skipped(model: str | None, reason: str, registry: Registry | None = None,
+             label_hash: str | None = None) -> dict[str, Any]:
+    got: dict[str, Any] = {}
+    if model and registry is not None:
+        got = registry.metrics(model)
+    log.info("training skipped: %s", reason)
+    return {"model": model, "promoted": False, "skipped": True, "reason": reason, "label_hash": label_hash,
+            "metrics": {"val": got.get("val", {}), "test": got.get("test", {})}}
+
+
+def _train_locked(cfg: Config, conn: sqlite3.Connection, registry: Registry, *, trigger: str, pseudo: bool,
+                  progress: bool, kind: str | None, force: bool) -> dict[str, Any]:
+    from autoclip.dataset import FeatureCache, label_set_hash, load_clips, split_clips
+
+    clips = load_clips(conn)
+    labels = {c.label for c in clips}
+    if labels != {0, 1}:
+        raise LabelError(f"training needs highlight and normal labels, have {len(clips)} label(s) of "
+                         f"{len(labels)} class(es): add labels with `autoclip label import FILE.csv`")
+    dims = ModelDims.from_config(cfg, kind)
+    label_hash = label_set_hash(clips)
+    current_id = registry.current_id()
+    if current_id and not force:
+        meta = registry.meta(current_id)
+        if meta.get("label_hash") == label_hash and (meta.get("dims") or {}).get("kind") == dims.kind:
+            return _skipped(current_id, f"label set unchanged since model {current_id} (hash {label_hash}); "
+                                        "nothing to learn (use --force to retrain anyway)", registry, label_hash)
+    t0 = time.monotonic()
+    splits = split_clips(clips, cfg.train.split, cfg.train.seed, gap=cfg.audio.window)
+    cache = FeatureCache(cfg.path("cache"))
+    data = {name: load_split(splits[name], cfg, cache) for name in ("train", "val", "test")}
+    log.info("samples: train %d (%d clips), val %d, test %d; decoded in %.1f s (cache hits %d, misses %d)",
+             len(data["train"]), len(splits["train"]), len(data["val"]), len(data["test"]),
+             time.monotonic() - t0, cache.hits, cache.misses)
+    teacher = _load_current(registry, current_id)
+    if pseudo and teacher is not None and cfg.train.pseudo_max > 0:
+        pf, pm, pt = gather_pseudo(cfg, cache, teacher, clips, splits)
+        data["train"].extend(pf, pm, pt, cfg.train.pseudo_weight)
+        log.info("pseudo-labels from teacher %s: %d samples (%d positive)", teacher.id, len(pt), int(np.sum(pt >= 0.5)))
+    torch.manual_seed(cfg.train.seed)
+    pretrained = cfg.model.pretrained.strip().lower() != "none"
+    net = build_model(dims, cfg.model.pretrained)
+    fitted = fit(net, data["train"], data["val"], cfg, pretrained=pretrained, progress=progress)
+    return _finish(cfg, conn, registry, net, dims, data, fitted, teacher,
+                   label_hash=label_hash, trigger=trigger, started=t0)
+
+
+def _load_current(registry: Registry, current_id: str | None):
+    if not current_id:
+        return None
+    try:
+        return registry.load(current_id)
+    except ModelError as err:
+        log.warning("current model unusable as teacher or baseline: %s", err)
+        return None
+
+
+def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: HighlightNet, dims: ModelDims,
+            data: dict[str, SplitData], fitted: FitResult, teacher: Any, *, label_hash: str, trigger: str,
+            started: float) -> dict[str, Any]:
+    thr = cfg.train.threshold
+    val, val_frames, val_clips = evaluate(net, data["val"], thr) if len(data["val"]) else ({"ap": None}, None, None)
+    test, _, test_clips = evaluate(net, data["test"], thr) if len(data["test"]) else ({"ap": None}, None, None)
+    current_ap, current_note = _baseline(teacher, data["val"], thr)
+    if teacher is None:
+        promote, reason = True, "no current model; the first trained model becomes current"
+    else:
+        promote, reason = decide_promotion(val.get("ap"), current_ap, cfg.train.promote_margin)
+        if current_note:
+            reason = f"{reason} ({current_note})"
+    out_metrics = {"val": val, "test": test, "history": fitted.history, "best_epoch": fitted.best_epoch,
+                   "current": {"id": getattr(teacher, "id", None), "val_ap": current_ap},
+                   "train": {"clips": len(data["train"].clips), "samples": len(data["train"]),
+                             "pseudo": int(np.sum(data["train"].clip_index < 0))},
+                   "seconds": {"fit": fitted.seconds, "total": time.monotonic() - started}}
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "plots-", dir=registry.root) as tmp:
+        plots = _plots(Path(tmp), data, fitted, val_clips, val_frames, test_clips, val)
+        info = {"trigger": trigger, "config": {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
+                                               "frames": cfg.frames.model_dump(mode="json"),
+                                               "audio": cfg.audio.model_dump()},
+                "summary": {"val_ap": val.get("ap"), "test_ap": test.get("ap"), "current_val_ap": current_ap},
+                "decision": {"promote": promote, "reason": reason}}
+        model_id = registry.save(net, dims, label_hash=label_hash, metrics=out_metrics, info=info, extra_files=plots)
+    if promote:
+        registry.promote(model_id)
+    log.info("model %s: val AP %s, test AP %s; %s", model_id, _fmt(val.get("ap")), _fmt(test.get("ap")), reason)
+    enqueue_check_labels(conn, cfg, check_label_items(net, data, model_id))
+    return {"model": model_id, "promoted": promote, "skipped": False, "reason": reason,
+            "label_hash": label_hash, "metrics": {"val": val, "test": test}}
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _baseline(teacher: Any, val: SplitData, threshold: float) -> tuple[float | None, str]:
+    """The current model's AP on the same validation clips (None when not comparable)."""
+    if teacher is None or not len(val):
+        return None, ""
+    try:
+        return evaluate(teacher.net, val, threshold)[0]["ap"], ""
+    except ModelError as err:
+        return None, f"current model not comparable: {err}"
+
+
+def _plots(folder: Path, data: dict[str, SplitData], fitted: FitResult, val_clips: Any, val_frames: Any,
+           test_clips: Any, val: dict[str, Any]) -> list[Path]:
+    out: list[Path] = []
+    try:
+        curves = {}
+        if val_clips is not None:
+            curves["val clips"] = (data["val"].clip_labels, val_clips)
+            human = data["val"].clip_index >= 0
+            curves["val frames"] = (data["val"].targets[human] >= 0.5, val_frames)
+        if test_clips is not None:
+            curves["test clips"] = (data["test"].clip_labels, test_clips)
+        for p in (metrics.plot_pr(curves, folder / "pr_curve.png"),
+                  metrics.plot_history(fitted.history, folder / "training.png"),
+                  metrics.plot_confusion(val["confusion"], folder / "confusion.png", "validation clips")
+                  if "confusion" in val else None):
+            if p is not None:
+                out.append(p)
+    except Exception as err:  # noqa: BLE001 - plots are a convenience; never lose a model over them
+        log.warning("could not draw training plots: %s", err)
+    return out

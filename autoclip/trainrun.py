@@ -1,0 +1,222 @@
+"""The parts of a training run around the loop: the single-run lock, the ``retrain_runs`` record,
+the teacher's pseudo-labels and the labels sent back to review."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autoclip import store
+from autoclip.config import Config
+
+if TYPE_CHECKING:
+    from autoclip.dataset import Clip, FeatureCache
+    from autoclip.model import HighlightNet
+    from autoclip.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".train.lock"
+#: extra seconds kept clear of human labels when taking pseudo-labels
+PSEUDO_MARGIN = 2.0
+
+
+class TrainLock:
+    """An exclusive, non-blocking lock on the models folder: one training at a time.
+
+    The kernel drops it when the process dies, so a killed training never leaves it stuck.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK_NAME
+        self.fd: int | None = None
+        self.acquired = False
+
+    def __enter__(self) -> TrainLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.acquired = True
+        except BlockingIOError:
+            self.acquired = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            if self.acquired:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class RunRecord:
+    """A ``retrain_runs`` row: 'running' while training, then 'done', 'skipped' or 'failed'."""
+
+    def __init__(self, conn: sqlite3.Connection, trigger: str) -> None:
+        self.conn, self.trigger = conn, trigger
+        self.id: int | None = None
+
+    def __enter__(self) -> RunRecord:
+        with store.transaction(self.conn):
+            # we hold the training lock: any other 'running' row belongs to a killed process
+            self.conn.execute("UPDATE retrain_runs SET status = 'failed', finished = ?, "
+                              "detail = 'interrupted (process killed)' WHERE status = 'running'", (store.now(),))
+            cur = self.conn.execute("INSERT INTO retrain_runs (trigger, started, status) VALUES (?, ?, 'running')",
+                                    (self.trigger, store.now()))
+        self.id = int(cur.lastrowid or 0)
+        return self
+
+    def finish(self, result: dict[str, Any]) -> None:
+        status = "skipped" if result.get("skipped") else "done"
+        self._update(status, result.get("model"), result.get("promoted"), result.get("label_hash"), result.get("reason"))
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            self._update("failed", None, None, None, (str(exc).splitlines() or [type(exc).__name__])[0][:500])
+
+    def _update(self, status: str, model: str | None, promoted: bool | None, label_hash: str | None,
+                detail: str | None) -> None:
+        with contextlib.suppress(sqlite3.Error), store.transaction(self.conn):
+            self.conn.execute(
+                "UPDATE retrain_runs SET status = ?, finished = ?, model = ?, promoted = ?, "
+                "label_hash = COALESCE(?, label_hash), detail = ? WHERE id = ?",
+                (status, store.now(), model, None if promoted is None else int(bool(promoted)), label_hash,
+                 detail, self.id),
+            )
+
+
+def record_skipped(conn: sqlite3.Connection, trigger: str, reason: str) -> None:
+    with store.transaction(conn):
+        conn.execute("INSERT INTO retrain_runs (trigger, started, finished, status, detail) "
+                     "VALUES (?, ?, ?, 'skipped', ?)", (trigger, store.now(), store.now(), reason))
+
+
+def recent_runs(conn: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT * FROM retrain_runs ORDER BY id DESC LIMIT ?", (limit,))
+    return [dict(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Teacher -> pseudo-labels
+# ---------------------------------------------------------------------------------------------
+
+
+def _scored_jobs(cfg: Config) -> list[tuple[dict[str, Any], Path]]:
+    """(process record, scores.npz) of every processed VOD under cfg.path("jobs")."""
+    out = []
+    root = cfg.path("jobs")
+    if not root.is_dir():
+        return out
+    for npz in sorted(root.glob("*/scores.npz")):
+        try:
+            record = json.loads((npz.parent / "process.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("fingerprint") and record.get("vod"):
+            out.append((record, npz))
+    return out
+
+
+def _read_scores(npz: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            times, scores = np.asarray(z["times"], np.float64), np.asarray(z["scores"], np.float32)
+    except (OSError, KeyError, ValueError) as err:
+        log.warning("ignoring unreadable job scores %s (%s)", npz, err)
+        return None
+    if times.shape != scores.shape:
+        log.warning("ignoring job scores %s: times and scores differ in length", npz)
+        return None
+    return times, scores
+
+
+def gather_pseudo(cfg: Config, cache: FeatureCache, teacher: LoadedModel, clips: list[Clip],
+                  splits: dict[str, list[Clip]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames, mels, soft targets) the teacher is confident about, from processed VODs' frames
+    that no human labelled. VODs holding validation or test clips are left out entirely when
+    splits are by VOD (so the student never trains on them)."""
+    from autoclip.dataset import pseudo_samples, split_strategy
+    from autoclip.model import predict
+
+    t = cfg.train
+    held_out = set()
+    if split_strategy(clips) == "vod":
+        held_out = {c.fingerprint for name in ("val", "test") for c in splits[name]}
+    jobs = [(r, p) for r, p in _scored_jobs(cfg) if r["fingerprint"] not in held_out]
+    frames, mels, targets = [], [], []
+    budget = math.ceil(t.pseudo_max / max(len(jobs), 1))
+    for record, npz in jobs:
+        fp = record["fingerprint"]
+        scored = _read_scores(npz)
+        if scored is None:
+            continue
+        ranges = [(c.start, c.end) for c in clips if c.fingerprint == fp]
+        _, f, m, soft = pseudo_samples(cfg, cache, record["vod"], fp, scored[0], scored[1],
+                                       confidence=t.pseudo_confidence, max_n=budget, exclude_ranges=ranges,
+                                       margin=PSEUDO_MARGIN + cfg.audio.window / 2)
+        if len(soft) and record.get("model") != teacher.id:
+            # scored by an older model: ask the teacher itself and keep what it is sure of
+            soft = predict(teacher.net, f, m)
+            sure = (soft >= t.pseudo_confidence) | (soft <= 1 - t.pseudo_confidence)
+            f, m, soft = f[sure], m[sure], soft[sure]
+        frames.append(f)
+        mels.append(m)
+        targets.append(soft.astype(np.float32))
+    if not targets:
+        s = cfg.frames.size
+        return np.zeros((0, s, s, 3), np.uint8), np.zeros((0, 1, 1), np.float32), np.zeros(0, np.float32)
+    f, m, y = np.concatenate(frames), np.concatenate(mels), np.concatenate(targets)
+    keep = np.sort(np.random.default_rng(t.seed).permutation(len(y))[: t.pseudo_max])
+    return f[keep], m[keep], y[keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels to check
+# ---------------------------------------------------------------------------------------------
+
+
+def check_label_items(net: HighlightNet, data: dict[str, Any], model_id: str) -> list[dict[str, Any]]:
+    """Every labelled clip with the model's clip probability and its loss, highest loss first."""
+    from autoclip.train import evaluate
+
+    items = []
+    for split in data.values():
+        if not split.clips:
+            continue
+        _, _, clip_prob = evaluate(net, split, 0.5)
+        for clip, p in zip(split.clips, clip_prob, strict=True):
+            p = float(np.clip(p, 1e-6, 1 - 1e-6))
+            loss = -math.log(p) if clip.label else -math.log(1 - p)
+            items.append({"label_id": clip.label_id, "vod": clip.vod, "fingerprint": clip.fingerprint,
+                          "start": clip.start, "end": clip.end, "score": p, "loss": loss, "model": model_id})
+    return sorted(items, key=lambda it: -it["loss"])
+
+
+def enqueue_check_labels(conn: sqlite3.Connection, cfg: Config, items: list[dict[str, Any]]) -> int:
+    """Hand the items to the review queue when it offers ``enqueue_check_labels``; never fails training."""
+    if cfg.review.check_labels <= 0 or not items:
+        return 0
+    try:
+        from autoclip.review import queue
+    except ImportError:
+        log.info("review queue not available; no labels queued for checking")
+        return 0
+    func = getattr(queue, "enqueue_check_labels", None)
+    if func is None:
+        log.info("review queue has no enqueue_check_labels; no labels queued for checking")
+        return 0
+    try:
+        return len(func(conn, cfg, items) or [])
+    except Exception as err:  # noqa: BLE001 - the model is saved; the review hint is optional
+        log.warning("could not queue labels for checking: %s", err)
+        return 0

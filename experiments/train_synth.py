@@ -1,0 +1,142 @@
+"""The issue's "done means" experiment: fused vs frames-only vs audio-only on generated VODs.
+
+Two generated VODs hold 12 highlights (a picture event in the face cam *and* a loud sound) and
+distractors carrying only one of them. 36 clips are labelled: the 12 highlights and 24 normal
+clips (8 picture-only, 8 sound-only, 8 quiet stretches). Each model kind is trained with the
+default [train] settings on the same split; the script prints validation/test AP and wall time.
+
+    .venv/bin/python experiments/train_synth.py [--out DIR] [--threads 2] [--seeds 0 1 2]
+
+Features are decoded once (shared cache); decoding time is reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autoclip import config as config_mod  # noqa: E402
+from autoclip import labels, store, synth  # noqa: E402
+
+KINDS = ("fused", "frames", "audio")
+#: per VOD: 6 highlights, 4 picture-only and 4 sound-only distractors, 4 quiet clips
+PER_VOD = dict(highlights=6, visual=4, audio=4)
+QUIET_PER_VOD = 4
+DURATION = 240.0
+
+
+def make_vods(folder: Path) -> list[synth.SynthVod]:
+    vods = []
+    for i in range(2):
+        path = folder / f"synth-{i}.mp4"
+        if path.exists() and Path(str(path) + ".truth.json").exists():
+            vods.append(synth.load_truth(path))
+            continue
+        events = synth.plan_events(DURATION, seed=100 + i, **PER_VOD)
+        vods.append(synth.make_vod(path, DURATION, events, seed=100 + i))
+    return vods
+
+
+def label_vods(conn: Any, vods: list[synth.SynthVod]) -> dict[str, int]:
+    counts: dict[str, int] = {"highlight": 0, "normal": 0}
+    for i, vod in enumerate(vods):
+        clips = synth.sample_clips(vod, normal_per_event=QUIET_PER_VOD / PER_VOD["highlights"], seed=i)
+        for start, end, label in clips:
+            labels.add_label(conn, vod.path, start, end, label, "cli")
+            counts[label] += 1
+    return counts
+
+
+def make_config(folder: Path, kind: str, seed: int, threads: int, overrides: dict[str, Any]) -> config_mod.Config:
+    data: dict[str, Any] = {
+        "paths": {"models": f"models-{kind}-s{seed}", "database": "autoclip.db", "cache": "cache",
+                  "jobs": "jobs", "inbox": "inbox", "reels": "reels", "failed": "failed", "done": "done"},
+        "model": {"kind": kind, "threads": threads},
+        "train": {"seed": seed},
+    }
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".", 1)
+        data.setdefault(section, {})[key] = value
+    return config_mod.from_dict(data, root=folder)
+
+
+def decode_all(cfg: config_mod.Config, conn: Any) -> float:
+    from autoclip.dataset import FeatureCache, clip_samples, load_clips
+
+    t0 = time.monotonic()
+    cache = FeatureCache(cfg.path("cache"))
+    for clip in load_clips(conn):
+        clip_samples(clip, cfg, cache)
+    return time.monotonic() - t0
+
+
+def run(folder: Path, *, seeds: list[int], threads: int, kinds: tuple[str, ...] = KINDS,
+        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Generate, label, train every kind for every seed; return the numbers."""
+    from autoclip.train import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    vods = make_vods(folder)
+    gen_s = time.monotonic() - t0
+    base = make_config(folder, "fused", 0, threads, overrides or {})
+    conn = store.connect(base.path("database"))
+    if not conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0]:
+        label_vods(conn, vods)
+    counts = {r["label"]: r["n"] for r in conn.execute("SELECT label, COUNT(*) AS n FROM labels GROUP BY label")}
+    decode_s = decode_all(base, conn)
+    runs = []
+    for seed in seeds:
+        for kind in kinds:
+            cfg = make_config(folder, kind, seed, threads, overrides or {})
+            t = time.monotonic()
+            result = train(cfg, conn, trigger="manual", pseudo=False, progress=False, force=True)
+            wall = time.monotonic() - t
+            saved = json.loads((cfg.path("models") / result["model"] / "metrics.json").read_text())
+            runs.append({"seed": seed, "kind": kind, "val_ap": result["metrics"]["val"]["ap"],
+                         "test_ap": result["metrics"]["test"]["ap"], "val_clips": result["metrics"]["val"]["clips"],
+                         "epochs": len(saved["history"]), "best_epoch": saved["best_epoch"],
+                         "fit_s": saved["seconds"]["fit"], "wall_s": wall})
+    return {"labels": counts, "generate_s": gen_s, "decode_s": decode_s, "runs": runs}
+
+
+def report(numbers: dict[str, Any]) -> str:
+    lines = [f"labels: {numbers['labels']}; VOD generation {numbers['generate_s']:.1f} s, "
+             f"feature decoding {numbers['decode_s']:.1f} s (once, cached)",
+             f"{'seed':>4} {'kind':<7} {'val AP':>7} {'test AP':>7} {'epochs':>6} {'best':>4} {'fit s':>6} {'wall s':>6}"]
+    for r in numbers["runs"]:
+        ap = "n/a" if r["val_ap"] is None else f"{r['val_ap']:.3f}"
+        tap = "n/a" if r["test_ap"] is None else f"{r['test_ap']:.3f}"
+        lines.append(f"{r['seed']:>4} {r['kind']:<7} {ap:>7} {tap:>7} {r['epochs']:>6} {r['best_epoch']:>4} "
+                     f"{r['fit_s']:>6.1f} {r['wall_s']:>6.1f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, help="working folder (default: a temporary one)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=JSON", help="config overrides")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    with tempfile.TemporaryDirectory() as tmp:
+        numbers = run(args.out or Path(tmp), seeds=args.seeds, threads=args.threads, kinds=tuple(args.kinds),
+                      overrides=overrides)
+    print(json.dumps(numbers, indent=1) if args.json else report(numbers))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

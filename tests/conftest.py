@@ -1,0 +1,72 @@
+"""Shared fixtures: generated media (cached per session) and configs rooted in a temp folder.
+
+Media is made by ffmpeg's lavfi sources, small (320x180 unless a test needs more), never
+downloaded. Fixtures here stay generic; area-specific media lives in the area's test module.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoclip import config, synth
+
+
+def ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly with ``args`` (overwriting outputs); fail the test on error."""
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg {' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
+
+
+@pytest.fixture(scope="session")
+def run_ffmpeg() -> Callable[..., None]:
+    """``run_ffmpeg(*args)``: ffmpeg with ``args``, quiet, overwriting; raises on failure."""
+    return ffmpeg
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide folder for generated media."""
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def synth_vod(media_dir: Path) -> Callable[..., synth.SynthVod]:
+    """Factory: ``synth_vod(duration=20, highlights=1, visual=0, audio=0, seed=0, suffix=".mp4", **make_vod_kw)``.
+
+    Each distinct set of arguments is generated once per session and shared (treat it as read-only).
+    """
+    cache: dict[tuple, synth.SynthVod] = {}
+
+    def make(duration: float = 20.0, highlights: int = 1, visual: int = 0, audio: int = 0, seed: int = 0,
+             suffix: str = ".mp4", **kw: Any) -> synth.SynthVod:
+        key = (duration, highlights, visual, audio, seed, suffix, tuple(sorted(kw.items())))
+        if key not in cache:
+            events = synth.plan_events(duration, highlights=highlights, visual=visual, audio=audio, seed=seed)
+            path = media_dir / f"synth-{len(cache)}{suffix}"
+            cache[key] = synth.make_vod(path, duration, events, seed=seed, **kw)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., config.Config]:
+    """Factory: ``make_cfg({"frames": {"fps": 2}})`` -> a validated Config rooted in ``tmp_path``."""
+
+    def make(data: dict[str, Any] | None = None) -> config.Config:
+        return config.from_dict(data or {}, root=tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def cfg(make_cfg: Callable[..., config.Config]) -> config.Config:
+    """The default configuration with every path inside ``tmp_path``."""
+    return make_cfg()

@@ -1,0 +1,154 @@
+"""The network: shapes for every kind, pretrained-weight sources and their failure modes."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoclip.errors import ModelError
+from autoclip.model import (
+    HighlightNet,
+    ModelDims,
+    build_model,
+    frames_to_tensor,
+    mels_to_tensor,
+    predict,
+)
+
+DIMS = dict(size=64, n_mels=32, mel_frames=41, dropout=0.2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _inputs(n: int, size: int = 64, n_mels: int = 32, t: int = 41) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    mels = rng.standard_normal((n, n_mels, t)).astype(np.float32)
+    return frames, mels
+
+
+@pytest.mark.parametrize("kind", ["fused", "frames", "audio"])
+def test_forward_shapes_and_probabilities(kind: str) -> None:
+    dims = ModelDims(kind=kind, **DIMS)
+    net = build_model(dims, "none")
+    frames, mels = _inputs(5)
+    f = frames_to_tensor(frames) if dims.uses_frames else None
+    m = mels_to_tensor(mels) if dims.uses_audio else None
+    net.train()
+    out = net(f, m)
+    assert out.shape == (5,)
+    out.sum().backward()  # the graph reaches every used branch
+    grads = [p.grad is not None for p in net.parameters() if p.requires_grad]
+    assert all(grads)
+    probs = predict(net, frames, mels)
+    assert probs.shape == (5,) and probs.dtype == np.float32
+    assert np.all((probs > 0) & (probs < 1))
+    assert net.training, "predict restores the training mode it found"
+
+
+def test_branches_follow_kind() -> None:
+    fused = HighlightNet(ModelDims(kind="fused", **DIMS))
+    frames = HighlightNet(ModelDims(kind="frames", **DIMS))
+    audio = HighlightNet(ModelDims(kind="audio", **DIMS))
+    assert hasattr(fused, "frames") and hasattr(fused, "audio")
+    assert hasattr(frames, "frames") and not hasattr(frames, "audio")
+    assert hasattr(audio, "audio") and not hasattr(audio, "frames")
+    with pytest.raises(ModelError, match="needs spectrograms"):
+        fused(frames_to_tensor(_inputs(2)[0]), None)
+
+
+def test_dims_round_trip_and_bad_kind() -> None:
+    dims = ModelDims(kind="audio", **DIMS)
+    assert ModelDims.from_dict({**dims.to_dict(), "unknown_future_key": 1}) == dims
+    with pytest.raises(ModelError, match="unknown model kind"):
+        ModelDims(kind="video")
+
+
+def test_frames_to_tensor_layout_and_resize() -> None:
+    frames = np.zeros((2, 48, 48, 3), dtype=np.uint8)
+    frames[..., 0] = 255
+    t = frames_to_tensor(frames)
+    assert t.shape == (2, 3, 48, 48)
+    assert t.is_contiguous(memory_format=torch.channels_last)
+    assert float(t[:, 0].min()) == 1.0 and float(t[:, 1:].max()) == 0.0
+    assert frames_to_tensor(frames, size=64).shape == (2, 3, 64, 64)
+    with pytest.raises(ModelError):
+        frames_to_tensor(np.zeros((2, 48, 48), dtype=np.uint8))
+
+
+def test_predict_refuses_mismatched_spectrograms() -> None:
+    net = build_model(ModelDims(kind="audio", **DIMS), "none")
+    with pytest.raises(ModelError, match="retrain"):
+        predict(net, None, np.zeros((2, 32, 50), dtype=np.float32))
+
+
+def test_imagenet_unavailable_warns_once_and_uses_random_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache
+    caplog.set_level(logging.WARNING, logger="autoclip.model")
+    net = build_model(ModelDims(kind="frames", **DIMS), "imagenet", download=False)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "random weights" in warnings[0].getMessage()
+    assert net(frames_to_tensor(_inputs(2)[0]), None).shape == (2,)
+
+
+def test_imagenet_from_local_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
+    cache.parent.mkdir(parents=True)
+    reference = resnet18(weights=None)
+    torch.save(reference.state_dict(), cache)
+    caplog.set_level(logging.WARNING, logger="autoclip.model")
+    net = build_model(ModelDims(kind="fused", **DIMS), "imagenet", download=False)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert torch.equal(net.frames.conv1.weight, reference.conv1.weight)
+
+
+def test_pretrained_path_state_dict_and_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    dims = ModelDims(kind="fused", **DIMS)
+    source = build_model(dims, "none")
+    pt = tmp_path / "net.pt"
+    torch.save(source.state_dict(), pt)
+    st = tmp_path / "net.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(st))
+    for path in (pt, st):
+        net = build_model(dims, str(path))
+        assert torch.equal(net.head[-1].weight, source.head[-1].weight)
+    with pytest.raises(ModelError, match="not found"):
+        build_model(dims, str(tmp_path / "missing.pt"))
+
+
+class _Evil:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_malicious_pickle_as_pretrained_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"conv1.weight": _Evil(str(marker))}, protocol=2))
+    with pytest.raises(ModelError, match="refusing"):
+        build_model(ModelDims(kind="frames", **DIMS), str(evil))
+    assert not marker.exists()

@@ -1,0 +1,236 @@
+"""Training end to end on a small generated VOD: registry, metrics, plots, the skip and margin
+rules, pseudo-labels, the run history, the CLI, a SIGKILLed training, and (slow) the issue's
+"done means" experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from autoclip import cli, config, labels, store, synth
+from autoclip.registry import Registry
+from autoclip.train import train
+from autoclip.trainrun import TrainLock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+[paths]
+cache = "{cache}"
+[frames]
+size = 32
+fps = 2
+[audio]
+n_mels = 16
+window = 0.5
+[model]
+threads = 1
+[train]
+epochs = {epochs}
+batch_size = 8
+frames_per_clip = 4
+patience = 2
+promote_margin = {margin}
+pseudo_max = 40
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def vod(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthVod:
+    folder = tmp_path_factory.mktemp("train-media")
+    events = synth.plan_events(120, highlights=3, visual=2, audio=2, seed=5)
+    return synth.make_vod(folder / "tiny.mp4", 120, events, width=160, height=90, seed=5)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+class Deployment:
+    def __init__(self, root: Path, cache: Path, vod: synth.SynthVod, epochs: int = 2, margin: float = 0.0) -> None:
+        self.root = root
+        self.vod = vod
+        self.cfg_path = root / "config.toml"
+        self.write(epochs=epochs, margin=margin, cache=cache)
+        self.cfg = config.load(self.cfg_path)
+        self.conn = store.connect(self.cfg.path("database"))
+        self.clips = synth.sample_clips(vod, normal_per_event=1.0, seed=1)
+        for start, end, label in self.clips:
+            labels.add_label(self.conn, vod.path, start, end, label, "import")
+
+    def write(self, **kw: Any) -> None:
+        self.cfg_path.write_text(TINY.format(**kw))
+
+    def reload(self, **kw: Any) -> None:
+        self.write(**kw)
+        self.cfg = config.load(self.cfg_path)
+
+    @property
+    def registry(self) -> Registry:
+        return Registry(self.cfg.path("models"))
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM retrain_runs ORDER BY id")]
+
+
+@pytest.fixture
+def dep(tmp_path: Path, shared_cache: Path, vod: synth.SynthVod) -> Deployment:
+    return Deployment(tmp_path, shared_cache, vod)
+
+
+def test_first_training_saves_promotes_and_records(dep: Deployment) -> None:
+    out = train(dep.cfg, dep.conn, trigger="manual", progress=False)
+    assert out["promoted"] and not out["skipped"] and "first" in out["reason"]
+    assert set(out["metrics"]) == {"val", "test"}
+    val = out["metrics"]["val"]
+    for key in ("ap", "precision", "recall", "f1", "confusion", "clips", "frame_ap"):
+        assert key in val
+    reg = dep.registry
+    assert reg.current_id() == out["model"]
+    folder = reg.root / out["model"]
+    for name in ("weights.safetensors", "model.json", "metrics.json", "pr_curve.png", "training.png", "confusion.png"):
+        assert (folder / name).stat().st_size > 0, name
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert len(saved["history"]) == 2 and saved["history"][0]["images_per_s"] > 0
+    runs = dep.runs()
+    assert [(r["status"], r["model"], r["promoted"], r["trigger"]) for r in runs] == [("done", out["model"], 1, "manual")]
+    checks = dep.conn.execute("SELECT COUNT(*) FROM review_items WHERE reason = 'check-label'").fetchone()[0]
+    assert 0 < checks <= dep.cfg.review.check_labels
+
+    again = train(dep.cfg, dep.conn, trigger="cron", progress=False)
+    assert again["skipped"] and not again["promoted"] and "unchanged" in again["reason"]
+    assert again["model"] == out["model"] and again["metrics"]["val"] == saved["val"]
+    assert len(reg.ids()) == 1 and dep.runs()[-1]["status"] == "skipped"
+
+
+def test_margin_rule_keeps_the_current_model(dep: Deployment) -> None:
+    first = train(dep.cfg, dep.conn, progress=False)
+    dep.reload(epochs=1, margin=1.0, cache=dep.cfg.path("cache"))
+    labels.add_label(dep.conn, dep.vod.path, 1.0, 2.0, "normal", "cli")  # a changed label set
+    second = train(dep.cfg, dep.conn, trigger="labels", progress=False)
+    assert not second["skipped"] and not second["promoted"]
+    assert "does not beat" in second["reason"]
+    reg = dep.registry
+    assert reg.current_id() == first["model"]
+    assert set(reg.ids()) == {first["model"], second["model"]}
+    assert reg.meta(second["model"])["decision"] == {"promote": False, "reason": second["reason"]}
+
+
+def test_another_running_training_is_skipped(dep: Deployment) -> None:
+    with TrainLock(dep.cfg.path("models")) as held:
+        assert held.acquired
+        out = train(dep.cfg, dep.conn, progress=False)
+    assert out["skipped"] and "another training" in out["reason"]
+    assert dep.runs()[-1]["status"] == "skipped"
+
+
+def test_pseudo_labels_from_the_teacher(dep: Deployment, tmp_path: Path, vod: synth.SynthVod) -> None:
+    first = train(dep.cfg, dep.conn, progress=False)
+    # a processed VOD nobody labelled, scored by the current model (the teacher)
+    other = synth.make_vod(tmp_path / "unlabelled.mp4", 40, synth.plan_events(40, highlights=1, seed=2),
+                           width=160, height=90, seed=2)
+    times = np.arange(0.25, 40, 0.5)
+    hl = other.highlights()[0]
+    scores = np.where((times >= hl.start) & (times <= hl.end), 0.99, 0.02).astype(np.float32)
+    job = dep.cfg.path("jobs") / "vod-unlabelled"
+    job.mkdir(parents=True)
+    np.savez(job / "scores.npz", times=times, scores=scores)
+    from autoclip.fsutil import fingerprint
+
+    (job / "process.json").write_text(json.dumps({"vod": str(other.path), "fingerprint": fingerprint(other.path),
+                                                  "model": first["model"]}))
+    student = train(dep.cfg, dep.conn, progress=False, force=True)
+    meta = dep.registry.metrics(student["model"])
+    assert 0 < meta["train"]["pseudo"] <= dep.cfg.train.pseudo_max
+    without = train(dep.cfg, dep.conn, progress=False, force=True, pseudo=False)
+    assert dep.registry.metrics(without["model"])["train"]["pseudo"] == 0
+
+
+def _cli(capsys: pytest.CaptureFixture[str], cfg_path: Path, *args: str) -> tuple[int, str, str]:
+    rc = cli.main(["--config", str(cfg_path), *args])
+    got = capsys.readouterr()
+    return rc, got.out, got.err
+
+
+def test_cli_train_json_and_models_commands(dep: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = _cli(capsys, dep.cfg_path, "train", "--json", "--no-pseudo", "--kind", "audio")
+    assert rc == 0
+    first = json.loads(out)
+    assert first["promoted"] and isinstance(first["metrics"]["val"], dict) and "ap" in first["metrics"]["val"]
+    rc, out, _ = _cli(capsys, dep.cfg_path, "train", "--json", "--kind", "audio")
+    assert json.loads(out)["skipped"]
+    rc, out, _ = _cli(capsys, dep.cfg_path, "train", "--json", "--kind", "audio", "--force", "--trigger", "missed")
+    second = json.loads(out)["model"]
+
+    rc, out, _ = _cli(capsys, dep.cfg_path, "models", "list", "--json")
+    listed = {m["id"]: m for m in json.loads(out)}
+    assert set(listed) == {first["model"], second}
+    rc, out, _ = _cli(capsys, dep.cfg_path, "models", "show", first["model"])
+    assert rc == 0 and "checksum ok" in out
+    current_before = dep.registry.current_id()
+    other = first["model"] if current_before == second else second
+    assert _cli(capsys, dep.cfg_path, "models", "promote", other)[0] == 0
+    assert dep.registry.current_id() == other
+    assert _cli(capsys, dep.cfg_path, "models", "rollback")[0] == 0
+    assert dep.registry.current_id() == current_before
+    rc, _, err = _cli(capsys, dep.cfg_path, "models", "promote", "no-such-model")
+    assert rc == 1 and "autoclip models list" in err
+    assert [r["trigger"] for r in dep.runs()] == ["manual", "manual", "missed"]
+
+
+def test_sigkilled_training_leaves_current_complete(dep: Deployment) -> None:
+    first = train(dep.cfg, dep.conn, progress=False)
+    dep.reload(epochs=200, margin=0.0, cache=dep.cfg.path("cache"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "autoclip", "--config", str(dep.cfg_path), "train", "--force"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # wait until it is training
+        if "epoch 1/" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reg = dep.registry
+    assert reg.current_id() == first["model"]
+    reg.load(first["model"])  # complete, checksum verified
+    assert reg.ids() == [first["model"]], "no partial model is visible"
+    assert dep.runs()[-1]["status"] == "running"
+    dep.reload(epochs=1, margin=0.0, cache=dep.cfg.path("cache"))
+    train(dep.cfg, dep.conn, progress=False, force=True)
+    killed = dep.runs()[-2]
+    assert killed["status"] == "failed" and "interrupted" in killed["detail"]
+
+
+@pytest.mark.slow
+def test_done_means_fused_beats_single_branches(tmp_path: Path) -> None:
+    """36 labelled clips of generated VODs: fused val AP >= 0.9 in < 5 min and better than either branch."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import train_synth
+
+    numbers = train_synth.run(tmp_path, seeds=[0], threads=2)
+    print(train_synth.report(numbers))
+    by_kind = {r["kind"]: r for r in numbers["runs"]}
+    assert numbers["labels"] == {"highlight": 12, "normal": 24}
+    assert by_kind["fused"]["val_ap"] >= 0.9
+    assert by_kind["fused"]["val_ap"] > by_kind["frames"]["val_ap"]
+    assert by_kind["fused"]["val_ap"] > by_kind["audio"]["val_ap"]
