@@ -179,6 +179,7 @@ class ReviewConfig(Section):
     min_spacing: float = Field(30.0, ge=0, description="least seconds between two queued items of one VOD")
     uncertain_length: float = Field(6.0, gt=0, description="seconds of an uncertain-moment item")
     check_labels: int = Field(10, ge=0, description="after training, queue this many labelled clips the model disagrees with most")
+    check_min_loss: float = Field(0.693, ge=0, description="...only those whose loss is above this (0.693: the model's probability is on the wrong side of 0.5)")
     player: str = Field("", description="external player command (empty: mpv, else ffplay)")
 
 

@@ -1,9 +1,11 @@
 """The issue's "done means" experiment: fused vs frames-only vs audio-only on generated VODs.
 
-Two generated VODs hold 12 highlights (a picture event in the face cam *and* a loud sound) and
+Four generated VODs hold 12 highlights (a picture event in the face cam *and* a loud sound) and
 distractors carrying only one of them. 36 clips are labelled: the 12 highlights and 24 normal
-clips (8 picture-only, 8 sound-only, 8 quiet stretches). Each model kind is trained with the
-default [train] settings on the same split; the script prints validation/test AP and wall time.
+clips (8 picture-only, 8 sound-only, 8 quiet stretches), 9 per VOD. With 4 VODs the split keeps
+whole VODs together (2 train, 1 validation, 1 test), so validation is an unseen VOD holding both
+distractor types. Each model kind is trained with the default [train] settings on the same
+split; the script prints validation/test AP and wall time.
 
     .venv/bin/python experiments/train_synth.py [--out DIR] [--threads 2] [--seeds 0 1 2]
 
@@ -27,15 +29,16 @@ from autoclip import config as config_mod  # noqa: E402
 from autoclip import labels, store, synth  # noqa: E402
 
 KINDS = ("fused", "frames", "audio")
-#: per VOD: 6 highlights, 4 picture-only and 4 sound-only distractors, 4 quiet clips
-PER_VOD = dict(highlights=6, visual=4, audio=4)
-QUIET_PER_VOD = 4
-DURATION = 240.0
+#: per VOD: 3 highlights, 2 picture-only and 2 sound-only distractors, 2 quiet clips
+N_VODS = 4
+PER_VOD = dict(highlights=3, visual=2, audio=2)
+QUIET_PER_VOD = 2
+DURATION = 150.0
 
 
 def make_vods(folder: Path) -> list[synth.SynthVod]:
     vods = []
-    for i in range(2):
+    for i in range(N_VODS):
         path = folder / f"synth-{i}.mp4"
         if path.exists() and Path(str(path) + ".truth.json").exists():
             vods.append(synth.load_truth(path))

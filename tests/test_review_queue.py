@@ -186,6 +186,8 @@ def test_check_label_items_replace_wrong_labels_and_undo_restores(conn, cfg):
     assert (first["reason"], first["start"], first["model"]) == ("check-label", 10.0, "m2")
     assert 3.0 > first["priority"] > second["priority"] > 2.0  # below in-reel, above uncertain
     assert queue.enqueue_check_labels(conn, cfg, [{"label_id": wrong, "loss": 5.0}]) == []  # not twice
+    cfg.review.check_labels = 10  # a clip the model agrees with (loss 0.1) is never queued
+    assert queue.enqueue_check_labels(conn, cfg, [{"label_id": low, "loss": 0.1, "score": 0.1}]) == []
 
     queue.mark(conn, ids[0], "highlight")  # the import label was wrong
     queue.mark(conn, ids[1], "highlight")  # this one was right: left as it is

@@ -22,9 +22,7 @@ from autoclip.commands import Context, add_command
 from autoclip.errors import AutoclipError
 
 #: settings that make the demo finish in a few minutes on 2 cores (a real deployment keeps the defaults)
-DEMO_OVERRIDES = """
-# --- demo settings: small and fast; a real deployment keeps the defaults above ---
-"""
+N_SAMPLES, SAMPLE_SECONDS = 5, 120
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +65,7 @@ class _Steps:
     def __init__(self, total: int) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.total, self.n, self.t0 = total, 0, time.monotonic()
 
     def step(self, text: str) -> None:
@@ -84,14 +82,14 @@ def _make_samples(folder: Path, steps: _Steps) -> tuple[list, object]:
     samples = folder / "samples"
     samples.mkdir(parents=True, exist_ok=True)
     vods = []
-    for i in range(3):
+    for i in range(N_SAMPLES):
         path = samples / f"sample-stream-{i + 1}.mp4"
         if path.exists() and Path(str(path) + ".truth.json").exists():
             vods.append(synth.load_truth(path))
             continue
-        events = synth.plan_events(150, highlights=4, visual=3, audio=3, seed=10 + i)
-        vods.append(synth.make_vod(path, 150, events, seed=10 + i))
-    steps.info(f"{len(vods)} training VODs of 2.5 min in {samples}")
+        events = synth.plan_events(SAMPLE_SECONDS, highlights=3, visual=2, audio=2, seed=10 + i)
+        vods.append(synth.make_vod(path, SAMPLE_SECONDS, events, seed=10 + i))
+    steps.info(f"{len(vods)} training VODs of {SAMPLE_SECONDS / 60:g} min in {samples}")
     held_out = samples / "new-stream.mp4"
     if not (held_out.exists() and Path(str(held_out) + ".truth.json").exists()):
         events = synth.plan_events(180, highlights=4, visual=3, audio=3, seed=99)
@@ -154,12 +152,15 @@ def _stop(daemon: subprocess.Popen, timeout: float = 30) -> int:
     return daemon.returncode
 
 
+def _overlaps(seg: dict, e) -> bool:
+    return min(seg["end"], e.end) - max(seg["start"], e.start) > 0.3 * (e.end - e.start)
+
+
 def _score_against_truth(segments: list[dict], truth) -> str:
-    found = 0
-    for e in truth.highlights():
-        if any(min(s["end"], e.end) - max(s["start"], e.start) > 0.3 * (e.end - e.start) for s in segments):
-            found += 1
-    return f"found {found} of {len(truth.highlights())} planted highlights with {len(segments)} segments"
+    found = sum(any(_overlaps(s, e) for s in segments) for e in truth.highlights())
+    right = sum(any(_overlaps(s, e) for e in truth.highlights()) for s in segments)
+    return (f"{len(segments)} segments: {found} of {len(truth.highlights())} planted highlights found, "
+            f"{right} of {len(segments)} segments are planted highlights")
 
 
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:

@@ -226,7 +226,7 @@ _COLUMNS = (
 
 
 def item_dict(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row has no items())
+    return {k: row[k] for k in row.keys()}
 
 
 def _taken_ranges(conn: sqlite3.Connection, fingerprint: str) -> list[Interval]:
@@ -279,10 +279,12 @@ def enqueue_check_labels(conn: sqlite3.Connection, cfg: Any, items: Iterable[Map
     """Queue labelled clips the model disagrees with most (``check-label``), highest loss first.
 
     Each item: ``{"label_id": int, "loss": float, "score": float, "model": str | None}``
-    (``score`` is the model's probability of highlight for the clip). Labels that came from a
+    (``score`` is the model's probability of highlight for the clip). Only clips whose loss is
+    above ``review.check_min_loss`` (the model disagrees) are queued; labels that came from a
     review, or that were already queued for checking, are not asked again.
     """
-    ranked = sorted(items, key=lambda it: -float(it.get("loss", 0.0)))
+    ranked = [it for it in items if float(it.get("loss", 0.0)) > cfg.review.check_min_loss]
+    ranked.sort(key=lambda it: -float(it["loss"]))
     ids: list[int] = []
     with store.transaction(conn):
         for it in ranked:
