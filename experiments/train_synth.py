@@ -9,7 +9,10 @@ split; the script prints validation/test AP and wall time.
 
     .venv/bin/python experiments/train_synth.py [--out DIR] [--threads 2] [--seeds 0 1 2]
 
-Features are decoded once (shared cache); decoding time is reported separately.
+Features are decoded once (shared cache); decoding time is reported separately. The validation
+VOD holds only 3 highlights and 2 distractors of each kind, so a single-branch model, which
+cannot tell a highlight from its distractor, still ranks them perfectly by chance about one seed
+in ten: the verdict compares the mean over seeds.
 """
 
 from __future__ import annotations
@@ -111,6 +114,24 @@ def run(folder: Path, *, seeds: list[int], threads: int, kinds: tuple[str, ...] 
     return {"labels": counts, "generate_s": gen_s, "decode_s": decode_s, "runs": runs}
 
 
+def summary(numbers: dict[str, Any]) -> dict[str, Any]:
+    """Mean validation AP per kind, and the issue's "done means" checks."""
+    import numpy as np
+
+    kinds = sorted({r["kind"] for r in numbers["runs"]}, key=KINDS.index)
+    mean = {k: float(np.mean([r["val_ap"] or 0.0 for r in numbers["runs"] if r["kind"] == k])) for k in kinds}
+    fused = [r for r in numbers["runs"] if r["kind"] == "fused"]
+    checks = {}
+    if fused:
+        checks["fused val AP >= 0.9 on every seed"] = all((r["val_ap"] or 0) >= 0.9 for r in fused)
+        worst = max(numbers["decode_s"] + r["wall_s"] for r in fused)
+        checks[f"fused decode + training < 300 s (worst {worst:.0f} s)"] = worst < 300
+        for other in ("frames", "audio"):
+            if other in mean:
+                checks[f"fused beats {other}-only (mean val AP {mean['fused']:.3f} > {mean[other]:.3f})"] = mean["fused"] > mean[other]
+    return {"mean_val_ap": mean, "checks": checks}
+
+
 def report(numbers: dict[str, Any]) -> str:
     lines = [f"labels: {numbers['labels']}; VOD generation {numbers['generate_s']:.1f} s, "
              f"feature decoding {numbers['decode_s']:.1f} s (once, cached)",
@@ -120,6 +141,9 @@ def report(numbers: dict[str, Any]) -> str:
         tap = "n/a" if r["test_ap"] is None else f"{r['test_ap']:.3f}"
         lines.append(f"{r['seed']:>4} {r['kind']:<7} {ap:>7} {tap:>7} {r['epochs']:>6} {r['best_epoch']:>4} "
                      f"{r['fit_s']:>6.1f} {r['wall_s']:>6.1f}")
+    summ = summary(numbers)
+    lines.append("mean val AP: " + ", ".join(f"{k} {v:.3f}" for k, v in summ["mean_val_ap"].items()))
+    lines += [f"[{'ok' if ok else 'FAIL'}] {name}" for name, ok in summ["checks"].items()]
     return "\n".join(lines)
 
 
@@ -127,7 +151,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="working folder (default: a temporary one)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=JSON", help="config overrides")
     ap.add_argument("--json", action="store_true")
@@ -137,8 +161,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         numbers = run(args.out or Path(tmp), seeds=args.seeds, threads=args.threads, kinds=tuple(args.kinds),
                       overrides=overrides)
-    print(json.dumps(numbers, indent=1) if args.json else report(numbers))
-    return 0
+    print(json.dumps({**numbers, **summary(numbers)}, indent=1) if args.json else report(numbers))
+    return 0 if all(summary(numbers)["checks"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -152,3 +152,16 @@ def test_malicious_pickle_as_pretrained_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="refusing"):
         build_model(ModelDims(kind="frames", **DIMS), str(evil))
     assert not marker.exists()
+
+
+def test_augmentation_keeps_shapes_and_ranges_and_varies_per_sample() -> None:
+    from autoclip import augment
+
+    g = torch.Generator().manual_seed(0)
+    frames = frames_to_tensor(np.repeat(_inputs(1)[0], 4, axis=0))
+    out = augment.frames(frames, g)
+    assert out.shape == frames.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not torch.allclose(out[0], out[1]), "each sample gets its own draw"
+    mels = mels_to_tensor(np.repeat(_inputs(1)[1], 4, axis=0))
+    out = augment.mels(mels, g)
+    assert out.shape == mels.shape and not torch.allclose(out[0], out[1])

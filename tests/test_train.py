@@ -97,6 +97,53 @@ def dep(tmp_path: Path, shared_cache: Path, vod: synth.SynthVod) -> Deployment:
     return Deployment(tmp_path, shared_cache, vod)
 
 
+def test_metrics_numbers() -> None:
+    from autoclip import metrics
+
+    labels_ = np.array([1, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.4, 0.6, 0.2, 0.1])
+    m = metrics.classification(labels_, scores, 0.5)
+    assert m["confusion"] == [[2, 1], [1, 1]]
+    assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
+    assert m["ap"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert metrics.classification(np.zeros(3), np.ones(3) * 0.2, 0.5)["ap"] is None
+    np.testing.assert_allclose(metrics.clip_scores(np.array([0.2, 0.4, 1.0]), np.array([0, 0, 2]), 3), [0.3, 0.0, 1.0])
+
+
+def _random_split(n: int, size: int = 32) -> Any:
+    from autoclip.dataset import Clip
+    from autoclip.train import SplitData
+
+    rng = np.random.default_rng(0)
+    clips = [Clip("v.mp4", "fp", i, i + 1, i % 2, i) for i in range(4)]
+    idx = np.arange(n) % 4
+    return SplitData(clips, rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                     rng.standard_normal((n, 16, 21)).astype(np.float32), idx,
+                     np.array([clips[i].label for i in idx], np.float32), np.ones(n, np.float32))
+
+
+def test_frozen_backbone_then_unfrozen(make_cfg) -> None:
+    from autoclip.model import ModelDims, build_model
+    from autoclip.train import fit, train_one_epoch
+
+    torch.manual_seed(0)
+    net = build_model(ModelDims(kind="fused", size=32, n_mels=16, mel_frames=21), "none")
+    data = _random_split(16)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.set_backbone_trainable(False)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    train_one_epoch(net, data, opt, batch_size=8, pos_weight=1.0, seed=0, frozen_backbone=True)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("frames."))  # weights and BN stats
+    assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
+
+    cfg = make_cfg({"train": {"epochs": 2, "freeze_epochs": 1, "batch_size": 8, "patience": 5}})
+    result = fit(net, data, _random_split(8), cfg, pretrained=True, progress=False)
+    assert [h["frozen"] for h in result.history] == [True, False]
+    assert not torch.equal(before["frames.conv1.weight"], net.state_dict()["frames.conv1.weight"])
+    assert all(p.requires_grad for p in net.parameters())
+
+
 def test_first_training_saves_promotes_and_records(dep: Deployment) -> None:
     out = train(dep.cfg, dep.conn, trigger="manual", progress=False)
     assert out["promoted"] and not out["skipped"] and "first" in out["reason"]
@@ -223,14 +270,13 @@ def test_sigkilled_training_leaves_current_complete(dep: Deployment) -> None:
 
 @pytest.mark.slow
 def test_done_means_fused_beats_single_branches(tmp_path: Path) -> None:
-    """36 labelled clips of generated VODs: fused val AP >= 0.9 in < 5 min and better than either branch."""
+    """36 labelled clips of generated VODs: fused val AP >= 0.9 in < 5 min, better than either branch
+    (mean over 3 seeds: one small validation VOD lets a blind branch rank perfectly by luck)."""
     sys.path.insert(0, str(ROOT / "experiments"))
     import train_synth
 
-    numbers = train_synth.run(tmp_path, seeds=[0], threads=2)
+    numbers = train_synth.run(tmp_path, seeds=[0, 1, 2], threads=2)
     print(train_synth.report(numbers))
-    by_kind = {r["kind"]: r for r in numbers["runs"]}
     assert numbers["labels"] == {"highlight": 12, "normal": 24}
-    assert by_kind["fused"]["val_ap"] >= 0.9
-    assert by_kind["fused"]["val_ap"] > by_kind["frames"]["val_ap"]
-    assert by_kind["fused"]["val_ap"] > by_kind["audio"]["val_ap"]
+    checks = train_synth.summary(numbers)["checks"]
+    assert len(checks) == 4 and all(checks.values()), checks
