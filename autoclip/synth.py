@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,33 @@ def _word_gate(words: list[tuple[float, float]]) -> str:
     return expr
 
 
+def _per_event(values: Sequence[float], events: list[Event], name: str) -> list[float]:
+    out = [float(v) for v in values]
+    if len(out) != len(events) or any(not 0 < v <= 1 for v in out):
+        raise ValueError(f"{name} needs one number in (0, 1] per event ({len(events)} events)")
+    return out
+
+
+def _scaled_boxes(events: list[Event], sizes: list[float], box: tuple[int, int, int, int]) -> str:
+    """One drawbox per picture event, ``size`` of the full event box, centred in it."""
+    x, y, w, h = box
+    parts = []
+    for e, size in zip(events, sizes, strict=True):
+        if not e.visual:
+            continue
+        bw, bh = max(2, round(w * size)), max(2, round(h * size))
+        parts.append(f"drawbox=x={x + (w - bw) // 2}:y={y + (h - bh) // 2}:w={bw}:h={bh}:"
+                     f"color={EVENT_COLOR}:t=fill:enable='between(t,{e.start:.3f},{e.end:.3f})'")
+    return ",".join(parts) or "null"
+
+
+def _loud_expr(events: list[Event], gains: list[float] | None) -> str:
+    if gains is None:
+        return _between([(e.start, e.end) for e in events if e.loud])
+    terms = [f"{g:.4f}*between(t,{e.start:.3f},{e.end:.3f})" for e, g in zip(events, gains, strict=True) if e.loud]
+    return "+".join(terms) or "0"
+
+
 def make_vod(
     path: str | Path,
     duration: float,
@@ -136,20 +164,29 @@ def make_vod(
     crf: int = 30,
     preset: str = "ultrafast",
     extra_output_args: list[str] | None = None,
+    event_size: Sequence[float] | None = None,
+    event_gain: Sequence[float] | None = None,
 ) -> SynthVod:
-    """Encode a VOD with the planted ``events`` to ``path`` (H.264/AAC; container from the suffix)."""
+    """Encode a VOD with the planted ``events`` to ``path`` (H.264/AAC; container from the suffix).
+
+    ``event_size`` / ``event_gain`` (one number in (0, 1] per event, default all 1) make events
+    weaker: the picture event's box is drawn at that fraction of its full width and height
+    (centred), the loud sound at that fraction of its full amplitude.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fx, fy, fw, fh = facecam_box(width, height)
     visual = [(e.start, e.end) for e in events if e.visual]
-    loud = [(e.start, e.end) for e in events if e.loud]
     word_list = plan_words(duration, seed) if (audio and words) else []
     margin = max(2, fw // 10)
-    vf = (
-        f"drawbox=x={fx}:y={fy}:w={fw}:h={fh}:color={FACECAM_COLOR}:t=fill,"
-        f"drawbox=x={fx + margin}:y={fy + margin}:w={fw - 2 * margin}:h={fh - 2 * margin}:"
-        f"color={EVENT_COLOR}:t=fill:enable='{_between(visual)}'"
-    )
+    vf = f"drawbox=x={fx}:y={fy}:w={fw}:h={fh}:color={FACECAM_COLOR}:t=fill,"
+    if event_size is None:
+        vf += (f"drawbox=x={fx + margin}:y={fy + margin}:w={fw - 2 * margin}:h={fh - 2 * margin}:"
+               f"color={EVENT_COLOR}:t=fill:enable='{_between(visual)}'")
+    else:
+        vf += _scaled_boxes(events, _per_event(event_size, events, "event_size"),
+                            (fx + margin, fy + margin, fw - 2 * margin, fh - 2 * margin))
+    loud_expr = _loud_expr(events, None if event_gain is None else _per_event(event_gain, events, "event_gain"))
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={duration}"]
     if audio:
@@ -161,7 +198,7 @@ def make_vod(
         ]
         af = (
             f"[2:a]volume=volume='0.3*({_word_gate(word_list)})':eval=frame[w];"
-            f"[3:a]volume=volume='{_between(loud)}':eval=frame[l];"
+            f"[3:a]volume=volume='{loud_expr}':eval=frame[l];"
             "[1:a][w][l]amix=inputs=3:normalize=0:duration=first,pan=stereo|c0=c0|c1=c0[a]"
         )
         cmd += ["-filter_complex", f"[0:v]{vf}[v];{af}", "-map", "[v]", "-map", "[a]",

@@ -2,19 +2,34 @@
 the same number of randomly chosen moments?
 
 Generated VODs (``autoclip.synth``): a highlight is a picture event *and* a loud sound;
-distractors carry only one of them. The seed labels mark highlights, sound-only distractors and
-quiet stretches, but no picture-only distractor (``--missing visual``, the default; ``audio``
-swaps the roles), so the first model takes any picture event for a highlight. Then, each round:
+distractors carry only one of them. Events vary in strength (the picture's box is drawn at
+30-100% of its size, the loud sound at 5-100% of its amplitude), so a model needs examples,
+not one glance, to learn the rule. Each data seed makes three sets of VODs:
 
-* queue arm: score the training VODs with the current model, select the reel, fill the review
-  queue (``enqueue_after_process``; training also queues ``check-label`` items) and let a scripted
-  reviewer answer the top ``budget`` items from the planted truth (nudging a highlight's range
-  to the event, as a person would);
-* random arm: the same reviewer answers ``budget`` randomly placed moments;
-* both retrain (``train.train``) and are scored on held-out VODs: frame-level average precision.
+* ``seed`` VODs: labelled from the truth, but only highlights, sound-only distractors and quiet
+  stretches: the picture-only distractors there are never labelled (``--missing visual``), so
+  the first model takes any picture event for a highlight;
+* ``pool`` VODs: nobody labelled them (what a streamer processes day after day);
+* ``heldout`` VODs: only ever scored, for the measurement.
 
-Run:  .venv/bin/python experiments/active_learning.py [--rounds 3] [--budget 20] [--threads 1]
-Prints one line per round and arm and a JSON summary at the end (also written to the work dir).
+Round 0 trains on the seed labels. Then each round, in two arms that start from the same
+database and model:
+
+* queue: score every seed and pool VOD with the current model, select its reel and fill the
+  review queue exactly as ``process`` does (``enqueue_after_process``; training also queues
+  ``check-label`` items); a scripted reviewer answers the ``budget`` top-priority items;
+* random: the same reviewer answers ``budget`` moments of the same length placed uniformly at
+  random in the same VODs (not on labelled time);
+* both retrain from scratch with ``train.train`` (fixed epochs, no validation split: the last
+  epoch is kept, so no split without the missing kind can pick a worse epoch) and are measured.
+
+The measurement is frame-level average precision over every sampled frame of the held-out VODs
+(truth: the frame time lies inside a planted highlight). Held-out, seed and pool VODs are decoded
+once into memory and scored with ``model.predict``, the same call ``score_vod`` makes (checked
+against ``score_vod`` once per seed).
+
+Run:  .venv/bin/python experiments/active_learning.py [--seeds 1,2,3] [--rounds 3] [--budget 20]
+Prints one line per round and arm, then a JSON summary (also written to WORKDIR/active_learning.json).
 """
 
 from __future__ import annotations
@@ -26,7 +41,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,50 +55,82 @@ from autoclip.review import queue
 
 log = logging.getLogger("active_learning")
 
-LENGTH = 5.0  # seconds of a random moment (same as the queue's uncertain items)
+LENGTH = 5.0  # seconds of a random moment (the queue's uncertain items have the same length)
+MIN_ANSWER = 1.0  # the reviewer skips an item whose usable part is shorter than this
+Say = Callable[[str], None]
 
 
 # ---------------------------------------------------------------------------------------------
-# Data and configuration
+# Data
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The generated data (fixed before the measured runs; see the module docstring)."""
+
+    n_seed: int = 4
+    n_pool: int = 4
+    n_heldout: int = 4
+    duration: float = 240.0
+    highlights: int = 3
+    visual: int = 4
+    audio: int = 3
+    size: tuple[float, float] = (0.3, 1.0)  # picture event box, fraction of full size
+    gain: tuple[float, float] = (0.05, 1.0)  # loud sound, fraction of full amplitude
+
+    def tag(self) -> str:
+        return f"{int(self.duration)}s-{self.highlights}{self.visual}{self.audio}-s{self.size[0]:g}-g{self.gain[0]:g}"
 
 
 @dataclass
 class Data:
-    train: list[synth.SynthVod]
+    seed: list[synth.SynthVod]
+    pool: list[synth.SynthVod]
     heldout: list[synth.SynthVod]
     truth: dict[str, synth.SynthVod] = field(default_factory=dict)  # fingerprint -> VOD
 
+    @property
+    def train(self) -> list[synth.SynthVod]:
+        """The VODs both arms may ask about: seed and pool."""
+        return self.seed + self.pool
 
-def make_data(folder: Path, *, n_train: int = 4, n_heldout: int = 3, duration: float = 300.0,
-              events: int = 3, seed: int = 0) -> Data:
-    """Generated VODs (reused when already there): ``events`` of each kind per VOD.
 
-    Events are sparse (about 15% of the time), as in real streams, so a random moment is
-    usually an uneventful one."""
+def make_data(folder: Path, spec: Spec, seed: int) -> Data:
+    """Generate (or reuse) the seed, pool and held-out VODs of one data seed."""
     folder.mkdir(parents=True, exist_ok=True)
-    vods = []
-    for i in range(n_train + n_heldout):
-        path = folder / f"{'train' if i < n_train else 'heldout'}-{i}-{int(duration)}s.mp4"
-        if Path(str(path) + ".truth.json").exists() and path.exists():
-            vods.append(synth.load_truth(path))
-            continue
-        planned = synth.plan_events(duration, highlights=events, visual=events, audio=events, seed=seed + i)
-        vods.append(synth.make_vod(path, duration, planned, seed=seed + i))
-    data = Data(vods[:n_train], vods[n_train:])
+    groups: dict[str, list[synth.SynthVod]] = {"seed": [], "pool": [], "heldout": []}
+    n = {"seed": spec.n_seed, "pool": spec.n_pool, "heldout": spec.n_heldout}
+    k = 0
+    for group, count in n.items():
+        for i in range(count):
+            k += 1
+            vseed = seed * 1000 + k
+            path = folder / f"{group}-{i}-{spec.tag()}-d{seed}.mp4"
+            if path.exists() and Path(str(path) + ".truth.json").exists():
+                groups[group].append(synth.load_truth(path))
+                continue
+            events = synth.plan_events(spec.duration, highlights=spec.highlights, visual=spec.visual,
+                                       audio=spec.audio, seed=vseed)
+            rng = np.random.default_rng(vseed + 500)
+            size = rng.uniform(*spec.size, size=len(events))
+            gain = rng.uniform(*spec.gain, size=len(events))
+            groups[group].append(synth.make_vod(path, spec.duration, events, seed=vseed,
+                                                event_size=list(size), event_gain=list(gain)))
+    data = Data(groups["seed"], groups["pool"], groups["heldout"])
     data.truth = {fingerprint(v.path): v for v in data.train}
     return data
 
 
-def make_config(root: Path, cache: Path, *, threads: int, epochs: int, crop: list[int],
-                frames_per_clip: int = 0) -> Config:
+def make_config(root: Path, cache: Path, *, threads: int, epochs: int, crop: list[int], seed: int) -> Config:
     return from_dict({
         "paths": {"cache": str(cache)},
         "frames": {"fps": 2.0, "size": 64, "crop": crop, "batch": 64},
         "audio": {"n_mels": 32},
+        "media": {"threads": 1},
         "model": {"kind": "fused", "pretrained": "none", "threads": threads},
-        "train": {"epochs": epochs, "batch_size": 32, "patience": epochs, "split": [0.75, 0.25, 0.0],
-                  "pseudo_max": 0, "promote_margin": 0.0, "seed": 0, "frames_per_clip": frames_per_clip},
+        "train": {"epochs": epochs, "batch_size": 32, "patience": epochs, "split": [1.0, 0.0, 0.0],
+                  "pseudo_max": 0, "promote_margin": 0.0, "seed": seed, "frames_per_clip": 0},
         "selection": {"snap": 0.0},
         "review": {"per_vod": 10, "uncertain": 6, "min_spacing": 8.0, "uncertain_length": LENGTH,
                    "check_labels": 4},
@@ -109,20 +156,29 @@ def seed_labels(conn: Any, vods: list[synth.SynthVod], seed: int = 0, missing: s
 
 
 def truth_answer(vod: synth.SynthVod, start: float, end: float) -> tuple[str, float, float]:
-    """What a careful person answers for [start, end): (answer, start, end) after nudging."""
-    for e in vod.highlights():
-        inter = min(end, e.end) - max(start, e.start)
-        if inter <= 0:
-            continue
-        if inter >= 0.5 * min(end - start, e.end - e.start):
-            return "highlight", e.start, e.end  # nudged onto the highlight
-        # mostly something else: keep the larger part outside the highlight
-        before, after = (start, min(end, e.start)), (max(start, e.end), end)
-        part = max(before, after, key=lambda r: r[1] - r[0])
-        if part[1] - part[0] < 1.0:
-            return "skip", start, end
-        start, end = part
-    return "normal", start, end
+    """What a careful person answers about [start, end): (answer, start, end).
+
+    The answer only ever covers time inside the asked range (a person judges what was shown;
+    nudging trims, it never extends): the part of a highlight inside it when that part holds
+    most of the range, else the longest part free of highlights; ``skip`` when the usable part
+    is shorter than ``MIN_ANSWER``.
+    """
+    covered = sorted((max(start, e.start), min(end, e.end)) for e in vod.highlights()
+                     if e.start < end and start < e.end)
+    inside = max(covered, key=lambda r: r[1] - r[0], default=None)
+    if inside is not None and inside[1] - inside[0] >= 0.5 * (end - start):
+        return ("highlight", *inside) if inside[1] - inside[0] >= MIN_ANSWER else ("skip", start, end)
+    free = max(queue.uncovered((start, end), covered), key=lambda r: r[1] - r[0], default=None)
+    if free is not None and free[1] - free[0] >= MIN_ANSWER:
+        return "normal", free[0], free[1]
+    if inside is not None and inside[1] - inside[0] >= MIN_ANSWER:
+        return "highlight", inside[0], inside[1]
+    return "skip", start, end
+
+
+def kind_at(vod: synth.SynthVod, start: float, end: float) -> str:
+    kinds = [ev.kind for ev in vod.events if ev.start < end and start < ev.end]
+    return "+".join(sorted(set(kinds))) or "quiet"
 
 
 def answer_queue(conn: Any, data: Data, budget: int) -> dict[str, int]:
@@ -138,23 +194,21 @@ def answer_queue(conn: Any, data: Data, budget: int) -> dict[str, int]:
         except LabelError:
             answer = "skip"
             queue.mark(conn, item["id"], "skip")
-        key = f"{item['reason']}:{answer}:{_kind_at(vod, s, e)}"
+        key = f"{item['reason']}:{answer}:{kind_at(vod, item['start'], item['end'])}"
         counts[key] = counts.get(key, 0) + 1
     return counts
 
 
-def _kind_at(vod: synth.SynthVod, start: float, end: float) -> str:
-    kinds = [ev.kind for ev in vod.events if ev.start < end and start < ev.end]
-    return "+".join(sorted(set(kinds))) or "quiet"
-
-
 def answer_random(conn: Any, data: Data, budget: int, rng: np.random.Generator) -> dict[str, int]:
-    """Answer ``budget`` random moments (not overlapping labels) from the truth."""
+    """Answer ``budget`` moments placed at random (uniform over the seed and pool VODs' time,
+    not on labelled time) from the truth; a skip costs an answer, as in the queue arm."""
     counts: dict[str, int] = {}
+    total = sum(v.duration - LENGTH for v in data.train)
+    weights = np.array([(v.duration - LENGTH) / total for v in data.train])
     answered, tries = 0, 0
     while answered < budget and tries < 100 * budget:
         tries += 1
-        vod = data.train[int(rng.integers(len(data.train)))]
+        vod = data.train[int(rng.choice(len(data.train), p=weights))]
         fp = fingerprint(vod.path)
         s = float(rng.uniform(0, vod.duration - LENGTH))
         taken = conn.execute("SELECT 1 FROM labels WHERE fingerprint = ? AND start < ? AND end > ?",
@@ -162,79 +216,109 @@ def answer_random(conn: Any, data: Data, budget: int, rng: np.random.Generator) 
         if taken:
             continue
         answer, a, b = truth_answer(vod, s, s + LENGTH)
-        answered += 1  # a skip costs a keystroke too
+        answered += 1
         if answer != "skip":
             try:
                 labels.add_label(conn, vod.path, a, b, answer, "review", fingerprint=fp)
             except LabelError:
                 answer = "skip"
-        key = f"random:{answer}:{_kind_at(vod, a, b)}"
+        key = f"random:{answer}:{kind_at(vod, s, s + LENGTH)}"
         counts[key] = counts.get(key, 0) + 1
     return counts
 
 
 # ---------------------------------------------------------------------------------------------
-# Model steps
+# Decoded samples and scoring
 # ---------------------------------------------------------------------------------------------
 
 
-def train_latest(cfg: Config, conn: Any) -> tuple[Any, dict[str, Any]]:
-    """Train on the current labels; the new model becomes current (the experiment follows it)."""
-    from autoclip import train
-    from autoclip.registry import Registry
+@dataclass
+class Samples:
+    """Every sampled frame of one VOD (what ``score_vod`` decodes), kept in memory."""
 
-    result = train.train(cfg, conn, trigger="manual", pseudo=False, progress=False)
-    reg = Registry(cfg.path("models"))
-    model_id = result.get("model")
-    if not model_id:
-        raise RuntimeError(f"training produced no model: {result.get('reason')}")
-    if reg.current_id() != model_id:
-        reg.promote(model_id)
-    return reg.load(model_id), result
+    times: np.ndarray
+    frames: np.ndarray
+    mels: np.ndarray
+    loudness: tuple[np.ndarray, np.ndarray]
+    duration: float
 
 
-def score(cfg: Config, loaded: Any, vod: synth.SynthVod) -> Any:
+def decode_all(cfg: Config, vods: list[synth.SynthVod]) -> dict[str, Samples]:
+    from autoclip.features import SampleReader
+
+    out = {}
+    for vod in vods:
+        reader = SampleReader(vod.path, cfg)
+        batches = list(reader)
+        out[str(vod.path)] = Samples(np.concatenate([b.times for b in batches]),
+                                     np.concatenate([b.frames for b in batches]),
+                                     np.concatenate([b.mels for b in batches]),
+                                     reader.loudness_track, reader.info.duration)
+    return out
+
+
+def predict(loaded: Any, s: Samples) -> np.ndarray:
+    from autoclip.model import predict as model_predict
+
+    return model_predict(loaded.net, s.frames, s.mels, batch=128)
+
+
+def check_scoring(cfg: Config, loaded: Any, vod: synth.SynthVod, s: Samples) -> float:
+    """Largest difference between ``score_vod`` and scoring the kept samples (must be ~0)."""
     from autoclip.scoring import score_vod
 
-    return score_vod(vod.path, cfg, loaded, progress=False)
+    sc = score_vod(vod.path, cfg, loaded, progress=False)
+    if len(sc.times) != len(s.times) or not np.allclose(sc.times, s.times):
+        raise RuntimeError(f"score_vod samples other times than the kept samples of {vod.path.name}")
+    return float(np.max(np.abs(sc.scores - predict(loaded, s))))
 
 
-def heldout_ap(cfg: Config, loaded: Any, vods: list[synth.SynthVod]) -> tuple[float, dict[str, float]]:
-    """Frame-level average precision on VODs no label came from, and other numbers that keep
-    moving once AP reaches 1: the mean score per event kind, frame precision at the selection
-    threshold (what the reel would show) and the log loss."""
+def heldout_ap(loaded: Any, vods: list[synth.SynthVod], samples: dict[str, Samples]) -> tuple[float, dict[str, float]]:
+    """Frame-level average precision over every sampled frame of the held-out VODs, and the mean
+    score of frames in each kind of event (and outside all: ``quiet``)."""
     from sklearn.metrics import average_precision_score
 
     ys, ps, by_kind = [], [], {k: [] for k in (*synth.KINDS, "quiet")}
     for vod in vods:
-        sc = score(cfg, loaded, vod)
-        ys.append(np.array([any(e.start <= t < e.end for e in vod.highlights()) for t in sc.times]))
-        ps.append(sc.scores)
-        for t, p in zip(sc.times, sc.scores, strict=True):
+        s = samples[str(vod.path)]
+        p = predict(loaded, s)
+        ys.append(np.array([any(e.start <= t < e.end for e in vod.highlights()) for t in s.times]))
+        ps.append(p)
+        for t, x in zip(s.times, p, strict=True):
             kinds = [e.kind for e in vod.events if e.start <= t < e.end]
-            by_kind[kinds[0] if kinds else "quiet"].append(float(p))
+            by_kind[kinds[0] if kinds else "quiet"].append(float(x))
     means = {k: round(float(np.mean(v)), 3) for k, v in by_kind.items() if v}
-    y, p = np.concatenate(ys), np.clip(np.concatenate(ps).astype(np.float64), 1e-6, 1 - 1e-6)
-    picked = p >= cfg.selection.threshold
-    means["precision@thr"] = round(float(y[picked].mean()) if picked.any() else 0.0, 3)
-    means["log_loss"] = round(float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))), 4)
-    return float(average_precision_score(y, p)), means
+    return float(average_precision_score(np.concatenate(ys), np.concatenate(ps))), means
 
 
-def fill_queue(cfg: Config, conn: Any, loaded: Any, data: Data) -> int:
+def fill_queue(cfg: Config, conn: Any, loaded: Any, data: Data, samples: dict[str, Samples]) -> int:
     """What ``process`` does for the queue, without rendering: score, select, enqueue."""
     from autoclip.selection import select
 
     n = 0
     for vod in data.train:
-        sc = score(cfg, loaded, vod)
-        jdir = cfg.path("jobs") / f"{vod.path.stem}-{loaded.id}"
-        sc.save(jdir / "scores.npz")
-        segs = select(sc.times, sc.scores, cfg.selection, duration=sc.duration, loudness=sc.loudness)
+        s = samples[str(vod.path)]
+        scores = predict(loaded, s)
+        segs = select(s.times, scores, cfg.selection, duration=s.duration, loudness=s.loudness)
         n += len(queue.enqueue_after_process(
-            conn, cfg, vod=str(vod.path), fingerprint=fingerprint(vod.path), job=jdir.name,
-            model=loaded.id, times=sc.times, scores=sc.scores, segments=[s.to_dict() for s in segs]))
+            conn, cfg, vod=str(vod.path), fingerprint=fingerprint(vod.path), job=f"{vod.path.stem}-{loaded.id}",
+            model=loaded.id, times=s.times, scores=scores, segments=[g.to_dict() for g in segs]))
     return n
+
+
+def train_latest(cfg: Config, conn: Any) -> Any:
+    """Retrain on the current labels; the new model becomes current (the experiment follows it)."""
+    from autoclip import train
+    from autoclip.registry import Registry
+
+    result = train.train(cfg, conn, trigger="manual", pseudo=False, progress=False)
+    model_id = result.get("model")
+    if not model_id or result.get("skipped"):
+        raise RuntimeError(f"training produced no new model: {result.get('reason')}")
+    reg = Registry(cfg.path("models"))
+    if reg.current_id() != model_id:
+        reg.promote(model_id)
+    return reg.load(model_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,9 +326,8 @@ def fill_queue(cfg: Config, conn: Any, loaded: Any, data: Data) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _copy_arm(src_cfg: Config, dst_root: Path, make: Callable[[Path], Config]) -> Config:
-    cfg = make(dst_root)
-    cfg.path("database").parent.mkdir(parents=True, exist_ok=True)
+def _copy_arm(src_cfg: Config, cfg: Config) -> Config:
+    cfg.ensure_dirs()
     src, dst = store.connect(src_cfg.path("database")), store.connect(cfg.path("database"))
     src.backup(dst)
     src.close()
@@ -253,97 +336,122 @@ def _copy_arm(src_cfg: Config, dst_root: Path, make: Callable[[Path], Config]) -
     return cfg
 
 
-def _seed_round(workdir: Path, data: Data, make: Callable[[Path], Config], seed: int, missing: str,
-                say: Callable[[str], None]) -> tuple[Config, Any, dict[str, Any]]:
-    """Round 0: the seed labels and the first model, shared by both arms."""
-    t0 = time.time()
-    shutil.rmtree(workdir / "seed", ignore_errors=True)
-    base = make(workdir / "seed")
-    base.ensure_dirs()
-    conn = store.connect(base.path("database"))
-    n_seed = seed_labels(conn, data.train, seed, missing)
-    loaded, result = train_latest(base, conn)
-    conn.close()
-    ap0, kinds0 = heldout_ap(base, loaded, data.heldout)
-    say(f"round 0: {n_seed} seed labels (no {missing}-only distractor)  held-out AP {ap0:.3f}  "
-        f"val AP {result['metrics']['val'].get('ap')}  {kinds0}  [{time.time() - t0:.0f} s]")
-    return base, loaded, {"seed_labels": n_seed, "ap": ap0, "detail": kinds0}
-
-
-def _run_arm(arm: str, cfg: Config, loaded: Any, data: Data, *, rounds: int, budget: int,
-             rng: np.random.Generator, say: Callable[[str], None]) -> dict[str, list[Any]]:
+def _run_arm(arm: str, cfg: Config, loaded: Any, data: Data, samples: dict[str, Samples], *, rounds: int,
+             budget: int, rng: np.random.Generator, say: Say) -> dict[str, list[Any]]:
     """Rounds of answering (the queue's items or random moments) and retraining."""
     out: dict[str, list[Any]] = {"ap": [], "answers": [], "detail": []}
     conn = store.connect(cfg.path("database"))
     current = loaded
     for r in range(1, rounds + 1):
         t = time.time()
-        queued = fill_queue(cfg, conn, current, data) if arm == "queue" else 0
-        counts = answer_queue(conn, data, budget) if arm == "queue" else answer_random(conn, data, budget, rng)
-        current, _ = train_latest(cfg, conn)
-        ap, kinds = heldout_ap(cfg, current, data.heldout)
+        if arm == "queue":
+            fill_queue(cfg, conn, current, data, samples)
+            counts = answer_queue(conn, data, budget)
+        else:
+            counts = answer_random(conn, data, budget, rng)
+        current = train_latest(cfg, conn)
+        ap, kinds = heldout_ap(current, data.heldout, samples)
         out["ap"].append(ap)
         out["answers"].append(counts)
         out["detail"].append(kinds)
-        say(f"round {r} {arm:>6}: queued {queued:3d}, answered {sum(counts.values()):2d}  "
-            f"held-out AP {ap:.3f}  {kinds}  [{time.time() - t:.0f} s]  answers {dict(sorted(counts.items()))}")
+        say(f"  round {r} {arm:>6}: AP {ap:.3f}  {kinds}  [{time.time() - t:.0f} s]  "
+            f"answers {dict(sorted(counts.items()))}")
     conn.close()
     return out
 
 
-def run(workdir: Path, *, rounds: int = 3, budget: int = 20, threads: int = 1, epochs: int = 6,
-        frames_per_clip: int = 0, seed: int = 0, missing: str = "visual",
-        arms: tuple[str, ...] = ("queue", "random"), say: Callable[[str], None] = print) -> dict[str, Any]:
-    """The whole experiment; returns (and writes to workdir/active_learning.json) the numbers."""
+def run_seed(workdir: Path, spec: Spec, seed: int, *, rounds: int, budget: int, threads: int, epochs: int,
+             missing: str, say: Say) -> dict[str, Any]:
+    """One data seed: generate, seed round, both arms. Returns AP per round per arm."""
     import torch
 
     torch.manual_seed(seed)
     t0 = time.time()
-    data = make_data(workdir / "vods", seed=seed)
-    crop = list(data.train[0].facecam)
+    data = make_data(workdir / "vods", spec, seed)
+    crop = list(data.seed[0].facecam)
+    sdir = workdir / f"seed{seed}"
+    shutil.rmtree(sdir, ignore_errors=True)
 
-    def make(root: Path) -> Config:
-        return make_config(root, workdir / "cache", threads=threads, epochs=epochs, crop=crop,
-                           frames_per_clip=frames_per_clip)
+    def make(name: str) -> Config:
+        return make_config(sdir / name, workdir / "cache", threads=threads, epochs=epochs, crop=crop, seed=seed)
 
-    base, loaded, zero = _seed_round(workdir, data, make, seed, missing, say)
-    report: dict[str, Any] = {"seed_labels": zero["seed_labels"], "budget": budget, "rounds": rounds,
-                              "arms": {}, "answers": {}, "detail": {}}
-    rng = np.random.default_rng(seed)
-    for arm in arms:
-        shutil.rmtree(workdir / arm, ignore_errors=True)
-        got = _run_arm(arm, _copy_arm(base, workdir / arm, make), loaded, data, rounds=rounds,
-                       budget=budget, rng=rng, say=say)
-        report["arms"][arm] = [zero["ap"], *got["ap"]]
-        report["answers"][arm] = got["answers"]
-        report["detail"][arm] = [zero["detail"], *got["detail"]]
-        say(f"{arm:>6} AP by round: {' -> '.join(f'{x:.3f}' for x in report['arms'][arm])}")
-    q, rnd = report["arms"].get("queue", []), report["arms"].get("random", [])
-    report["rises_each_round"] = bool(q) and all(b > a for a, b in zip(q, q[1:], strict=False))
-    report["queue_beats_random"] = bool(q and rnd) and q[-1] > rnd[-1]
-    report["seconds"] = round(time.time() - t0, 1)
+    base = make("round0")
+    base.ensure_dirs()
+    samples = decode_all(base, data.train + data.heldout)
+    conn = store.connect(base.path("database"))
+    n_seed = seed_labels(conn, data.seed, seed, missing)
+    loaded = train_latest(base, conn)
+    conn.close()
+    diff = check_scoring(base, loaded, data.heldout[0], samples[str(data.heldout[0].path)])
+    ap0, kinds0 = heldout_ap(loaded, data.heldout, samples)
+    say(f"seed {seed}: {n_seed} seed labels (no {missing}-only distractor); round 0 AP {ap0:.3f}  {kinds0}  "
+        f"[{time.time() - t0:.0f} s; score_vod check {diff:.1e}]")
+    out: dict[str, Any] = {"seed_labels": n_seed, "arms": {}, "answers": {}, "detail": {}, "score_check": diff}
+    for i, arm in enumerate(("queue", "random")):
+        got = _run_arm(arm, _copy_arm(base, make(arm)), loaded, data, samples, rounds=rounds, budget=budget,
+                       rng=np.random.default_rng(seed * 7919 + i), say=say)
+        out["arms"][arm] = [ap0, *got["ap"]]
+        out["answers"][arm] = got["answers"]
+        out["detail"][arm] = [kinds0, *got["detail"]]
+    out["seconds"] = round(time.time() - t0, 1)
+    say(f"seed {seed}: queue {_fmt(out['arms']['queue'])} | random {_fmt(out['arms']['random'])}  "
+        f"[{out['seconds']:.0f} s]")
+    return out
+
+
+def _fmt(aps: list[float]) -> str:
+    return " -> ".join(f"{x:.3f}" for x in aps)
+
+
+def summarize(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread over seeds, and the two claims of the done-means, on the means."""
+    out: dict[str, Any] = {}
+    for arm in ("queue", "random"):
+        a = np.array([r["arms"][arm] for r in per_seed.values()])
+        out[arm] = {"mean": [round(float(x), 4) for x in a.mean(0)], "min": [round(float(x), 4) for x in a.min(0)],
+                    "max": [round(float(x), 4) for x in a.max(0)]}
+    q, r = out["queue"]["mean"], out["random"]["mean"]
+    out["rises_each_round"] = all(b > a for a, b in zip(q, q[1:], strict=False))
+    out["queue_beats_random"] = q[-1] > r[-1]
+    out["seeds_rising"] = sum(all(b > a for a, b in zip(x["arms"]["queue"], x["arms"]["queue"][1:], strict=False))
+                              for x in per_seed.values())
+    out["seeds_queue_wins"] = sum(x["arms"]["queue"][-1] > x["arms"]["random"][-1] for x in per_seed.values())
+    return out
+
+
+def run(workdir: Path, *, seeds: tuple[int, ...] = (1, 2, 3), rounds: int = 3, budget: int = 20, threads: int = 1,
+        epochs: int = 6, spec: Spec | None = None, missing: str = "visual", say: Say = print) -> dict[str, Any]:
+    """The whole experiment; returns (and writes to workdir/active_learning.json) the numbers."""
+    spec = spec or Spec()
+    t0 = time.time()
+    per_seed = {s: run_seed(workdir, spec, s, rounds=rounds, budget=budget, threads=threads, epochs=epochs,
+                            missing=missing, say=say) for s in seeds}
+    report = {"protocol": {"spec": asdict(spec), "seeds": list(seeds), "rounds": rounds, "budget": budget,
+                           "epochs": epochs, "missing": missing},
+              "per_seed": per_seed, "summary": summarize(per_seed), "seconds": round(time.time() - t0, 1)}
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "active_learning.json").write_text(json.dumps(report, indent=2, default=str))
+    s = report["summary"]
+    for arm in ("queue", "random"):
+        say(f"{arm:>6} mean AP by round: {_fmt(s[arm]['mean'])}  (min {_fmt(s[arm]['min'])}; max {_fmt(s[arm]['max'])})")
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=Path("/tmp/autoclip-active-learning"))
+    p.add_argument("--seeds", default="1,2,3", help="data seeds (comma-separated)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--budget", type=int, default=20, help="answers per round")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--frames-per-clip", type=int, default=0, help="cap on training frames per labelled clip")
-    p.add_argument("--arms", default="queue,random")
-    p.add_argument("--seed", type=int, default=1, help="seed of the generated data and training")
     p.add_argument("--missing", choices=("visual", "audio"), default="visual",
                    help="the distractor kind the seed labels never show")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    report = run(args.workdir, rounds=args.rounds, budget=args.budget, threads=args.threads,
-                 epochs=args.epochs, frames_per_clip=args.frames_per_clip, seed=args.seed,
-                 missing=args.missing, arms=tuple(args.arms.split(",")))
-    print(json.dumps({k: report[k] for k in ("arms", "rises_each_round", "queue_beats_random", "seconds")}))
+    report = run(args.workdir, seeds=tuple(int(x) for x in args.seeds.split(",")), rounds=args.rounds,
+                 budget=args.budget, threads=args.threads, epochs=args.epochs, missing=args.missing)
+    print(json.dumps({"summary": report["summary"], "seconds": report["seconds"]}))
     return 0
 
 

@@ -33,12 +33,16 @@ def add_command(
     help: str,
     example: str = "",
     description: str = "",
+    summary: str = "",
 ) -> argparse.ArgumentParser:
-    """Add a subcommand whose --help says what it does and shows an example."""
+    """Add a subcommand whose --help says what it does and shows an example.
+
+    ``summary`` (default ``help``) is the one line shown in the parent's command list.
+    """
     epilog = f"example:\n  {example}" if example else None
     p = sub.add_parser(
         name,
-        help=help,
+        help=summary or help,
         description=description or help,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,10 +51,11 @@ def add_command(
     return p
 
 
-def add_group(sub: argparse._SubParsersAction, name: str, help: str, example: str = "") -> argparse._SubParsersAction:
+def add_group(sub: argparse._SubParsersAction, name: str, help: str, example: str = "",
+              summary: str = "") -> argparse._SubParsersAction:
     """A command with its own subcommands (``autoclip label import ...``)."""
     example = example or f"autoclip {name} SUBCOMMAND --help    (each subcommand's help has an example)"
-    p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+    p = sub.add_parser(name, help=summary or help, description=help, epilog=f"example:\n  {example}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=None, _group_parser=p)
     return p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")

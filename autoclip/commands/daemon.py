@@ -17,11 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_command(
         sub, "daemon", cmd_daemon,
         help="watch the inbox, turn each complete VOD into a reel, retrain on schedule (runs until SIGTERM)",
+        summary="watch the inbox, make reels, retrain on schedule",
         example="autoclip --config ~/autoclip/config.toml daemon",
     )
     p = add_command(
         sub, "status", cmd_status,
         help="the queue, the running job and its progress, failures, review backlog, current model, retraining",
+        summary="queue, running job, failures, model, retraining",
         example="autoclip --config ~/autoclip/config.toml status --json",
     )
     p.add_argument("--failures", type=int, default=10, metavar="N", help="show the N latest failures (default 10)")
@@ -29,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "check", cmd_check,
         help="would the daemon take this file? probe it and check it is complete (not still being written)",
+        summary="would the daemon take this file? (complete?)",
         example="autoclip check ~/autoclip/data/inbox/stream.mkv --json",
     )
     p.add_argument("vod", type=Path, help="video file")

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "demo", cmd_demo,
         help="run the whole loop on generated sample VODs: label, train, daemon, reel, review queue",
+        summary="the whole loop on generated sample VODs",
         example="autoclip demo ./demo   # then: autoclip --config demo/config.toml review",
     )
     p.add_argument("dir", nargs="?", type=Path, default=Path("demo"), help="folder for the sample deployment (default ./demo)")

@@ -12,6 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "probe", cmd_probe,
         help="show what autoclip sees in a video file (duration, codecs, size, rotation, fps, audio)",
+        summary="what autoclip sees in a video file",
         example="autoclip probe stream.mkv --json",
     )
     p.add_argument("vod", type=Path, help="video file")

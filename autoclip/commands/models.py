@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "train", cmd_train,
         help="train a model on the labels, evaluate it, and make it current if it beats the current one",
+        summary="train, evaluate, promote if better",
         description=(
             "Train a new model on the labelled clips (plus the current model's confident pseudo-labels\n"
             "on processed VODs), evaluate it on the validation and test clips, save it to the registry\n"

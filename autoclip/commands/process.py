@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "score", cmd_score,
         help="score every sampled frame of a VOD with the current model (kept in the job folder)",
+        summary="score every sampled frame of a VOD",
         example="autoclip score stream.mkv --csv scores.csv",
     )
     p.add_argument("vod", type=Path, help="video file (use `--` before a name starting with '-')")
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "process", cmd_process,
         help="score, select and render one VOD into a highlight reel, then queue review items",
+        summary="one VOD -> reel + segment list + review items",
         example="autoclip process stream.mkv --json",
     )
     p.add_argument("vod", type=Path, help="video file (use `--` before a name starting with '-')")
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "render", cmd_render,
         help="re-select and re-render a processed job from its stored scores (after a config change)",
+        summary="re-render a job from its stored scores",
         example="autoclip render vod-1a2b3c4d5e6f7a8b",
     )
     p.add_argument("job", help="job id (a folder name under [paths] jobs) or a job folder")
@@ -47,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "crop", cmd_crop,
         help="save one full-size frame with a labelled pixel grid to choose the [frames] face-cam crop",
+        summary="a frame with a pixel grid to choose the face-cam box",
         example="autoclip crop stream.mkv --at 00:12:30 --out frame.png",
     )
     p.add_argument("vod", type=Path, help="video file")

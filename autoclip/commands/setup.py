@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "init", cmd_init,
         help="create a deployment: a commented DIR/config.toml and its folders",
+        summary="create a deployment (config.toml + folders)",
         example="autoclip init ~/autoclip && autoclip --config ~/autoclip/config.toml config check",
     )
     p.add_argument("dir", type=Path, help="deployment folder (created if missing)")
