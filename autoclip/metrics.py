@@ -31,6 +31,16 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return _finite(average_precision_score(labels, scores))
 
 
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """Mean binary cross-entropy of probabilities against labels (None when empty)."""
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    labels = np.asarray(labels).astype(int)
+    if len(labels) == 0:
+        return None
+    return _finite(sk_log_loss(labels, np.clip(probs, 1e-7, 1 - 1e-7), labels=[0, 1]))
+
+
 def classification(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
     """AP, precision/recall/F1 at ``threshold`` and the confusion matrix [[tn, fp], [fn, tp]]."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support

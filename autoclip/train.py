@@ -84,7 +84,7 @@ class SplitData:
 class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
-    best_key: tuple[float, float] = (-1.0, -1.0)
+    best_key: tuple[float, float, float] = (-1.0, -1.0, -1e18)
     seconds: float = 0.0
 
 
@@ -170,6 +170,7 @@ def evaluate(net: HighlightNet, data: SplitData, threshold: float) -> tuple[dict
     frame_prob = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
     clip_prob = metrics.clip_scores(frame_prob, data.clip_index[human], len(data.clips))
     out = metrics.split_metrics(data.clip_labels, clip_prob, data.targets[human] >= 0.5, frame_prob, threshold)
+    out["log_loss"] = metrics.log_loss(data.targets[human] >= 0.5, frame_prob)
     return out, frame_prob, clip_prob
 
 
@@ -203,17 +204,19 @@ def fit(net: HighlightNet, train: SplitData, val: SplitData, cfg: Config, *, pre
                 seed=t.seed * 1000 + epoch, frozen_backbone=frozen, on_batch=bar.batch,
             )
             sched.step()
-            m = evaluate(net, val, t.threshold)[0] if len(val) else {"ap": None, "frame_ap": None}
+            m = evaluate(net, val, t.threshold)[0] if len(val) else {"ap": None, "frame_ap": None, "log_loss": None}
             result.history.append({"epoch": epoch, "loss": loss, "val_ap": m["ap"], "val_frame_ap": m["frame_ap"],
                                    "images_per_s": speed, "frozen": frozen})
             bar.epoch_done(epoch, loss, m["ap"], speed)
-            key = (_num(m["ap"]), _num(m["frame_ap"]))
+            # AP first; when it ties (small validation sets reach 1.0 early) the better-calibrated
+            # epoch wins, so training does not stop at an under-fitted first epoch
+            key = (_num(m["ap"]), _num(m["frame_ap"]), -_num(m.get("log_loss"), default=1e9))
             if key > result.best_key or best_state is None or not len(val):  # no val: keep the last
                 result.best_key, result.best_epoch, stale = key, epoch, 0
                 best_state = copy.deepcopy(net.state_dict())
             else:
                 stale += 1
-                if stale >= t.patience and epoch > freeze:
+                if stale >= t.patience and epoch > freeze and epoch < t.epochs:
                     log.info("early stop after epoch %d: no better validation AP for %d epochs", epoch, stale)
                     break
     net.set_backbone_trainable(True)
@@ -223,8 +226,8 @@ def fit(net: HighlightNet, train: SplitData, val: SplitData, cfg: Config, *, pre
     return result
 
 
-def _num(x: float | None) -> float:
-    return -1.0 if x is None else float(x)
+def _num(x: float | None, default: float = -1.0) -> float:
+    return default if x is None else float(x)
 
 
 class _Progress:

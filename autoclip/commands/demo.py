@@ -192,7 +192,9 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     steps.info(f"labels: {csv_path} ({added if isinstance(added, int) else 'imported'})")
 
     steps.step("training the first model (ResNet-18 frames + log-mel audio, fused)")
-    if cfg.path("models").joinpath("current").exists():
+    from autoclip.registry import Registry
+
+    if Registry(cfg.path("models")).current_id():
         steps.info("a current model exists; reusing it")
     else:
         result = train.train(cfg, conn, trigger="manual", pseudo=False, progress=True)
