@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 say "installing pinned packages (torch ${TORCH_VERSION:-2.14.1} and friends; the first time takes a few minutes)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+.venv/bin/python -m pip install -qq --disable-pip-version-check -r requirements-dev.txt
+.venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -e .
 echo "$want" > "$stamp"
 say "ready: .venv/bin/autoclip --help"

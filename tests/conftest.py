@@ -70,3 +70,52 @@ def make_cfg(tmp_path: Path) -> Callable[..., config.Config]:
 def cfg(make_cfg: Callable[..., config.Config]) -> config.Config:
     """The default configuration with every path inside ``tmp_path``."""
     return make_cfg()
+
+
+@pytest.fixture
+def one_torch_thread() -> Any:
+    """Run the test with one torch thread (tests share 2 cores with ffmpeg children)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def install_untrained_model() -> Callable[[Path], str]:
+    """``install_untrained_model(config_path) -> model id``: a random-weight model of the config's
+    shape, saved in its registry and made current (enough to run scoring and rendering)."""
+
+    def install(cfg_path: Path) -> str:
+        import torch
+
+        from autoclip.model import ModelDims, build_model
+        from autoclip.registry import Registry
+
+        torch.manual_seed(0)
+        cfg = config.load(cfg_path)
+        dims = ModelDims.from_config(cfg)
+        reg = Registry(cfg.path("models"))
+        mid = reg.save(build_model(dims, "none"), dims, label_hash="test")
+        reg.promote(mid)
+        return mid
+
+    return install
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.fixture(scope="session")
+def malicious_payload() -> Callable[[Path], object]:
+    """``malicious_payload(marker)``: an object whose unpickling touches ``marker``."""
+    return lambda marker: _TouchOnUnpickle(str(marker))

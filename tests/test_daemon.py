@@ -58,23 +58,6 @@ def make_deployment(root: Path, extra: str = "") -> Path:
     return cfg
 
 
-def add_model(cfg_path: Path) -> str:
-    import torch
-
-    from autoclip import config
-    from autoclip.model import ModelDims, build_model
-    from autoclip.registry import Registry
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    cfg = config.load(cfg_path)
-    dims = ModelDims.from_config(cfg)
-    reg = Registry(cfg.path("models"))
-    mid = reg.save(build_model(dims, "none"), dims, label_hash="test")
-    reg.promote(mid)
-    return mid
-
-
 class Daemon:
     """`autoclip daemon` as a child process, plus what the tests read from its deployment."""
 
@@ -232,9 +215,9 @@ def test_status_json_reports_the_queue(intake_daemon) -> None:
 
 # -- with a model: reels, failures, SIGTERM -----------------------------------------------------
 @pytest.fixture
-def deployment(tmp_path) -> Path:
+def deployment(tmp_path, install_untrained_model) -> Path:
     cfg = make_deployment(tmp_path / "deploy")
-    add_model(cfg)
+    install_untrained_model(cfg)
     return cfg
 
 
@@ -478,7 +461,7 @@ def _nice_of(cmd_part: str) -> int | None:
 
 
 @pytest.mark.slow
-def test_retrain_triggered_by_new_labels_runs_while_a_vod_is_processed(tmp_path) -> None:
+def test_retrain_triggered_by_new_labels_runs_while_a_vod_is_processed(tmp_path, install_untrained_model) -> None:
     from autoclip import labels, store
     from autoclip.registry import Registry
 
@@ -490,7 +473,7 @@ def test_retrain_triggered_by_new_labels_runs_while_a_vod_is_processed(tmp_path)
     clips = [(v, c) for v in vods for c in synth.sample_clips(v, seed=1)]
     cfg_path, cfg = retrain_deployment(tmp_path, cron="0 4 1 1 *", min_new_labels=len(clips), nice=12, threads=1)
     cfg_path.write_text(cfg_path.read_text() + "[train]\nepochs = 2\npseudo_max = 200\n")
-    teacher = add_model(cfg_path)
+    teacher = install_untrained_model(cfg_path)
     long_vod = synth.make_vod(lib / "long.mp4", 90, synth.plan_events(90, highlights=3, seed=5), seed=5)
     d = Daemon(cfg_path)
     try:
@@ -523,14 +506,14 @@ def test_retrain_triggered_by_new_labels_runs_while_a_vod_is_processed(tmp_path)
 
 
 @pytest.mark.slow
-def test_disk_full_on_the_reels_folder_fails_the_attempt_and_retries_later(tmp_path, vod_bytes) -> None:
+def test_disk_full_on_the_reels_folder_fails_the_attempt_and_retries_later(tmp_path, vod_bytes, install_untrained_model) -> None:
     small = tmp_path / "small-disk"
     small.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True).returncode:
         pytest.skip("needs permission to mount a small tmpfs")
     try:
         cfg_path = make_deployment(tmp_path / "deploy", f'[paths]\nreels = "{small}"\n')
-        add_model(cfg_path)
+        install_untrained_model(cfg_path)
         filler = small / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k", "count=1000"], capture_output=True)
         d = Daemon(cfg_path)

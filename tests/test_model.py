@@ -23,12 +23,7 @@ from autoclip.model import (
 DIMS = dict(size=64, n_mels=32, mel_frames=41, dropout=0.2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(n: int, size: int = 64, n_mels: int = 32, t: int = 41) -> tuple[np.ndarray, np.ndarray]:
@@ -135,20 +130,10 @@ def test_pretrained_path_state_dict_and_safetensors(tmp_path: Path) -> None:
         build_model(dims, str(tmp_path / "missing.pt"))
 
 
-class _Evil:
-    """Unpickling this would create a file: proof that code ran."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
-
-
-def test_malicious_pickle_as_pretrained_is_refused(tmp_path: Path) -> None:
+def test_malicious_pickle_as_pretrained_is_refused(tmp_path: Path, malicious_payload) -> None:
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"conv1.weight": _Evil(str(marker))}, protocol=2))
+    evil.write_bytes(pickle.dumps({"conv1.weight": malicious_payload(marker)}, protocol=2))
     with pytest.raises(ModelError, match="refusing"):
         build_model(ModelDims(kind="frames", **DIMS), str(evil))
     assert not marker.exists()

@@ -37,21 +37,6 @@ def deployment(tmp_path) -> Path:
     return write_config(root)
 
 
-def add_model(cfg_path: Path) -> str:
-    import torch
-
-    from autoclip.model import ModelDims, build_model
-    from autoclip.registry import Registry
-
-    torch.manual_seed(0)
-    cfg = config.load(cfg_path)
-    dims = ModelDims.from_config(cfg)
-    reg = Registry(cfg.path("models"))
-    mid = reg.save(build_model(dims, "none"), dims, label_hash="test")
-    reg.promote(mid)
-    return mid
-
-
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     rc = cli.main(list(argv))
     out = capsys.readouterr()
@@ -65,8 +50,8 @@ def test_no_model_says_train_first(deployment, vod, capsys):
     assert "autoclip train" in last and "label import" in last
 
 
-def test_score_process_render(deployment, vod, capsys, tmp_path):
-    mid = add_model(deployment)
+def test_score_process_render(deployment, vod, capsys, tmp_path, install_untrained_model):
+    mid = install_untrained_model(deployment)
     csv_file = tmp_path / "s.csv"
     rc, out, _ = run(capsys, "--config", str(deployment), "score", "--json", "--csv", str(csv_file), "--", str(vod.path))
     assert rc == 0
@@ -103,9 +88,9 @@ def test_score_process_render(deployment, vod, capsys, tmp_path):
     assert rc == 2 and "autoclip process" in err
 
 
-def test_process_queues_review_items(deployment, vod, capsys):
+def test_process_queues_review_items(deployment, vod, capsys, install_untrained_model):
     queue = pytest.importorskip("autoclip.review.queue")
-    add_model(deployment)
+    install_untrained_model(deployment)
     rc, out, _ = run(capsys, "--config", str(deployment), "process", "--json", "--", str(vod.path))
     assert rc == 0
     res = json.loads(out)

@@ -23,12 +23,7 @@ from autoclip.registry import WEIGHTS, Registry, decide_promotion, sha256_file
 DIMS = ModelDims(kind="audio", size=32, n_mels=16, mel_frames=21, dropout=0.1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _save(reg: Registry, seed: int, val_ap: float = 0.5, dims: ModelDims = DIMS) -> str:
@@ -108,20 +103,12 @@ def test_margin_rule() -> None:
     assert not ok and "no validation AP" in reason
 
 
-class _Evil:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
-
-
-def test_malicious_pickle_as_model_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+def test_malicious_pickle_as_model_is_refused_and_runs_nothing(tmp_path: Path, malicious_payload) -> None:
     reg = Registry(tmp_path / "models")
     good = _save(reg, 1)
     reg.promote(good)
     marker = tmp_path / "pwned"
-    payload = pickle.dumps({"state_dict": _Evil(str(marker))}, protocol=2)
+    payload = pickle.dumps({"state_dict": malicious_payload(marker)}, protocol=2)
 
     # 1. a model folder whose weights are a pickle checkpoint
     evil = reg.root / "m-evil"
