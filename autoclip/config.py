@@ -239,6 +239,11 @@ class Config(Section):
         p = Path(getattr(self.paths, name))
         return p if p.is_absolute() else (self._root / p)
 
+    def vod_folders(self) -> list[Path]:
+        """Where a VOD may have moved since it was seen: the done folder (if used), the inbox."""
+        done = [] if str(self.paths.done) in ("", ".") else [self.path("done")]
+        return [*done, self.path("inbox")]
+
     def ensure_dirs(self) -> None:
         for name in ("inbox", "reels", "failed", "models", "cache", "jobs"):
             self.path(name).mkdir(parents=True, exist_ok=True)

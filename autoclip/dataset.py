@@ -300,13 +300,9 @@ def decode_settings(cfg: Config, vod: str | Path) -> dict[str, Any]:
 
 def locate_vod(vod: str | Path, fingerprint: str, cfg: Config) -> Path:
     """The VOD file with this content: at its labelled path, else by name in done/ or the inbox."""
-    name = Path(vod).name
-    for p in (Path(vod), cfg.path("done") / name, cfg.path("inbox") / name):
-        try:
-            if p.is_file() and fsutil.fingerprint(p) == fingerprint:
-                return p
-        except OSError:
-            continue
+    found = fsutil.locate(vod, fingerprint, cfg.vod_folders())
+    if found is not None:
+        return found
     raise LabelError(
         f"VOD {vod} is missing (or changed) and its features are not cached: put the file back, "
         "or delete its labels (see `autoclip label stats`)"

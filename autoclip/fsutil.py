@@ -36,6 +36,19 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
     return f"{size:x}-{h.hexdigest()[:24]}"
 
 
+def locate(path: str | os.PathLike[str], fp: str, folders: list[Path]) -> Path | None:
+    """The file with content ``fp``: at ``path``, else under the same name in one of ``folders``
+    (VODs move from the inbox to the done folder after processing)."""
+    name = Path(path).name
+    for p in (Path(path), *(Path(f) / name for f in folders)):
+        try:
+            if p.is_file() and fingerprint(p) == fp:
+                return p
+        except OSError:
+            continue
+    return None
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)

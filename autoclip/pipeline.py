@@ -21,7 +21,7 @@ from typing import Any
 
 from autoclip.config import Config
 from autoclip.errors import MediaError, UsageError
-from autoclip.fsutil import atomic_write_json, fingerprint
+from autoclip.fsutil import atomic_write_json, fingerprint, locate
 from autoclip.selection import Segment, select
 
 log = logging.getLogger(__name__)
@@ -147,12 +147,9 @@ def _enqueue_review(cfg: Config, conn: sqlite3.Connection | None, result: dict[s
 def _find_vod(record: dict[str, Any], cfg: Config) -> Path:
     """The job's VOD where it was, or in the done folder (the daemon moves processed VODs)."""
     original = Path(record["vod"])
-    candidates = [original]
-    if str(cfg.paths.done) not in ("", "."):
-        candidates.append(cfg.path("done") / original.name)
-    for p in candidates:
-        if p.is_file() and fingerprint(p) == record.get("fingerprint"):
-            return p
+    found = locate(original, record.get("fingerprint", ""), cfg.vod_folders())
+    if found is not None:
+        return found
     raise MediaError(f"the VOD of this job is gone ({original}); put it back there or in {cfg.path('done')} "
                      "to re-render", code="missing")
 

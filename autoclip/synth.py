@@ -166,12 +166,18 @@ def make_vod(
     extra_output_args: list[str] | None = None,
     event_size: Sequence[float] | None = None,
     event_gain: Sequence[float] | None = None,
+    picture_noise: int = 0,
+    noise_amplitude: float = 0.02,
+    noise_color: str = "pink",
 ) -> SynthVod:
     """Encode a VOD with the planted ``events`` to ``path`` (H.264/AAC; container from the suffix).
 
     ``event_size`` / ``event_gain`` (one number in (0, 1] per event, default all 1) make events
     weaker: the picture event's box is drawn at that fraction of its full width and height
-    (centred), the loud sound at that fraction of its full amplitude.
+    (centred), the loud sound at that fraction of its full amplitude. ``picture_noise`` (0-100)
+    adds ffmpeg's temporal noise of that strength to every pixel, so small boxes are harder to see.
+    ``noise_amplitude`` / ``noise_color`` set the background noise under everything (``white``
+    noise at a level near a weak loud sound's makes that sound hard to hear).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,13 +192,16 @@ def make_vod(
     else:
         vf += _scaled_boxes(events, _per_event(event_size, events, "event_size"),
                             (fx + margin, fy + margin, fw - 2 * margin, fh - 2 * margin))
+    if picture_noise:
+        vf += f",noise=alls={int(picture_noise)}:allf=t"
     loud_expr = _loud_expr(events, None if event_gain is None else _per_event(event_gain, events, "event_gain"))
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={duration}"]
     if audio:
         sr = 44100
         cmd += [
-            "-f", "lavfi", "-i", f"anoisesrc=color=pink:amplitude=0.02:sample_rate={sr}:duration={duration}:seed={seed}",
+            "-f", "lavfi", "-i", f"anoisesrc=color={noise_color}:amplitude={noise_amplitude:g}:sample_rate={sr}:"
+                                 f"duration={duration}:seed={seed}",
             "-f", "lavfi", "-i", f"sine=frequency=330:sample_rate={sr}:duration={duration}",
             "-f", "lavfi", "-i", f"anoisesrc=color=white:amplitude=0.7:sample_rate={sr}:duration={duration}:seed={seed + 1}",
         ]

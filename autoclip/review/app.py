@@ -26,6 +26,7 @@ from textual.worker import get_current_worker
 
 from autoclip import store
 from autoclip.errors import AutoclipError
+from autoclip.fsutil import locate
 from autoclip.review import preview, queue
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class ReviewApp(App[None]):
         self.show_frames = frames
         self.items: list[dict[str, Any]] = []
         self._tracks: dict[str, preview.ScoreTrack | None] = {}
+        self._vods: dict[tuple[str, str], Path | None] = {}
         self._players: list[subprocess.Popen[bytes]] = []
 
     # -- layout ------------------------------------------------------------------------------
@@ -201,6 +203,13 @@ class ReviewApp(App[None]):
         text.append(f"       {clock(c['t0'])} .. {clock(c['t1'])}{peak}", "dim")
         widget.update(text)
 
+    def vod_path(self, item: dict[str, Any]) -> Path | None:
+        """Where the item's VOD is now (the daemon moves processed VODs to the done folder)."""
+        key = (item["vod"], item["fingerprint"])
+        if key not in self._vods:
+            self._vods[key] = locate(item["vod"], item["fingerprint"], self.cfg.vod_folders())
+        return self._vods[key]
+
     @work(thread=True, exclusive=True, group="preview")
     def load_preview(self, item: dict[str, Any]) -> None:
         """Worker: the job's score track, then a few decoded frames of the item."""
@@ -213,11 +222,12 @@ class ReviewApp(App[None]):
         if not self.show_frames:
             return
         frames, error = [], ""
-        if not Path(item["vod"]).exists():
+        vod = self.vod_path(item)
+        if vod is None:
             error = f"VOD not found: {item['vod']} (moved or deleted?)"
         else:
             try:
-                frames = preview.filmstrip(item["vod"], item["start"], item["end"], count=STRIP_FRAMES,
+                frames = preview.filmstrip(vod, item["start"], item["end"], count=STRIP_FRAMES,
                                            size=32, media_cfg=self.cfg.media)
             except (AutoclipError, OSError, ImportError) as err:
                 error = f"no frames: {err}"
@@ -282,7 +292,11 @@ class ReviewApp(App[None]):
         if item is None:
             return
         self._players = [p for p in self._players if p.poll() is None]
-        argv = preview.player_command(self.cfg.review.player, item["vod"], item["start"], item["end"])
+        vod = self.vod_path(item)
+        if vod is None:
+            self.say(f"[red]VOD not found: {item['vod']} (moved or deleted?)[/red]")
+            return
+        argv = preview.player_command(self.cfg.review.player, str(vod), item["start"], item["end"])
         if argv is None:
             self.say("[red]no player found: install mpv or ffplay, or set review.player in config.toml[/red]")
             return
