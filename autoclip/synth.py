@@ -130,16 +130,16 @@ def _per_event(values: Sequence[float], events: list[Event], name: str) -> list[
     return out
 
 
-def _scaled_boxes(events: list[Event], sizes: list[float], box: tuple[int, int, int, int]) -> str:
-    """One drawbox per picture event, ``size`` of the full event box, centred in it."""
+def _scaled_boxes(events: list[Event], sizes: list[float], colors: list[str], box: tuple[int, int, int, int]) -> str:
+    """One drawbox per picture event in its colour, ``size`` of the full event box, centred in it."""
     x, y, w, h = box
     parts = []
-    for e, size in zip(events, sizes, strict=True):
+    for e, size, color in zip(events, sizes, colors, strict=True):
         if not e.visual:
             continue
         bw, bh = max(2, round(w * size)), max(2, round(h * size))
         parts.append(f"drawbox=x={x + (w - bw) // 2}:y={y + (h - bh) // 2}:w={bw}:h={bh}:"
-                     f"color={EVENT_COLOR}:t=fill:enable='between(t,{e.start:.3f},{e.end:.3f})'")
+                     f"color={color}:t=fill:enable='between(t,{e.start:.3f},{e.end:.3f})'")
     return ",".join(parts) or "null"
 
 
@@ -166,6 +166,7 @@ def make_vod(
     extra_output_args: list[str] | None = None,
     event_size: Sequence[float] | None = None,
     event_gain: Sequence[float] | None = None,
+    event_color: Sequence[str] | None = None,
     picture_noise: int = 0,
     noise_amplitude: float = 0.02,
     noise_color: str = "pink",
@@ -174,7 +175,8 @@ def make_vod(
 
     ``event_size`` / ``event_gain`` (one number in (0, 1] per event, default all 1) make events
     weaker: the picture event's box is drawn at that fraction of its full width and height
-    (centred), the loud sound at that fraction of its full amplitude. ``picture_noise`` (0-100)
+    (centred), the loud sound at that fraction of its full amplitude; ``event_color`` (one ffmpeg
+    colour per event, default all ``EVENT_COLOR``) varies how picture events look. ``picture_noise`` (0-100)
     adds ffmpeg's temporal noise of that strength to every pixel, so small boxes are harder to see.
     ``noise_amplitude`` / ``noise_color`` set the background noise under everything (``white``
     noise at a level near a weak loud sound's makes that sound hard to hear).
@@ -186,12 +188,15 @@ def make_vod(
     word_list = plan_words(duration, seed) if (audio and words) else []
     margin = max(2, fw // 10)
     vf = f"drawbox=x={fx}:y={fy}:w={fw}:h={fh}:color={FACECAM_COLOR}:t=fill,"
-    if event_size is None:
+    if event_size is None and event_color is None:
         vf += (f"drawbox=x={fx + margin}:y={fy + margin}:w={fw - 2 * margin}:h={fh - 2 * margin}:"
                f"color={EVENT_COLOR}:t=fill:enable='{_between(visual)}'")
     else:
-        vf += _scaled_boxes(events, _per_event(event_size, events, "event_size"),
-                            (fx + margin, fy + margin, fw - 2 * margin, fh - 2 * margin))
+        sizes = [1.0] * len(events) if event_size is None else _per_event(event_size, events, "event_size")
+        colors = [EVENT_COLOR] * len(events) if event_color is None else list(event_color)
+        if len(colors) != len(events):
+            raise ValueError(f"event_color needs one colour per event ({len(events)} events)")
+        vf += _scaled_boxes(events, sizes, colors, (fx + margin, fy + margin, fw - 2 * margin, fh - 2 * margin))
     if picture_noise:
         vf += f",noise=alls={int(picture_noise)}:allf=t"
     loud_expr = _loud_expr(events, None if event_gain is None else _per_event(event_gain, events, "event_gain"))

@@ -35,6 +35,7 @@ Prints one line per round and arm, then a JSON summary (also written to WORKDIR/
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -55,6 +56,8 @@ from autoclip.review import queue
 
 log = logging.getLogger("active_learning")
 
+#: colours of the picture-event variants (on the face cam's dark grey-blue)
+COLORS = ("0xE02020", "0x20C020", "0x3060F0", "0xE0D020", "0xD020D0", "0x20D0D0", "0xF0F0F0", "0xF08020")
 LENGTH = 5.0  # seconds of a random moment (the queue's uncertain items have the same length)
 MIN_ANSWER = 1.0  # the reviewer skips an item whose usable part is shorter than this
 Say = Callable[[str], None]
@@ -72,15 +75,20 @@ class Spec:
     n_seed: int = 4
     n_pool: int = 4
     n_heldout: int = 4
-    duration: float = 240.0
+    duration: float = 360.0
     highlights: int = 3
     visual: int = 4
     audio: int = 3
-    size: tuple[float, float] = (0.3, 1.0)  # picture event box, fraction of full size
-    gain: tuple[float, float] = (0.05, 1.0)  # loud sound, fraction of full amplitude
+    size: tuple[float, float] = (0.3, 1.0)  # picture event box, fraction of full size (uniform)
+    gain: tuple[float, float] = (0.1, 1.0)  # loud sound, fraction of full amplitude (log-uniform)
+    noise: tuple[float, float] = (0.05, 0.05)  # white background noise amplitude per VOD (uniform)
+    picture_noise: int = 0  # ffmpeg noise strength on the picture
+    colors: int = 8  # picture events come in this many colours (variants), drawn per event
+    fps: int = 10  # of the generated video (frames are sampled at 2 per second)
 
     def tag(self) -> str:
-        return f"{int(self.duration)}s-{self.highlights}{self.visual}{self.audio}-s{self.size[0]:g}-g{self.gain[0]:g}"
+        text = json.dumps(asdict(self), sort_keys=True)
+        return f"{int(self.duration)}s-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 @dataclass
@@ -114,15 +122,20 @@ def make_data(folder: Path, spec: Spec, seed: int) -> Data:
                                        audio=spec.audio, seed=vseed)
             rng = np.random.default_rng(vseed + 500)
             size = rng.uniform(*spec.size, size=len(events))
-            gain = rng.uniform(*spec.gain, size=len(events))
-            groups[group].append(synth.make_vod(path, spec.duration, events, seed=vseed,
-                                                event_size=list(size), event_gain=list(gain)))
+            gain = np.exp(rng.uniform(*np.log(spec.gain), size=len(events)))
+            color = [COLORS[j] for j in rng.integers(spec.colors, size=len(events))]
+            groups[group].append(synth.make_vod(
+                path, spec.duration, events, seed=vseed, event_size=list(size), event_gain=list(gain),
+                event_color=color, fps=spec.fps,
+                noise_color="white", noise_amplitude=float(rng.uniform(*spec.noise)),
+                picture_noise=spec.picture_noise))
     data = Data(groups["seed"], groups["pool"], groups["heldout"])
     data.truth = {fingerprint(v.path): v for v in data.train}
     return data
 
 
-def make_config(root: Path, cache: Path, *, threads: int, epochs: int, crop: list[int], seed: int) -> Config:
+def make_config(root: Path, cache: Path, *, threads: int, epochs: int, crop: list[int], seed: int,
+                frames_per_clip: int) -> Config:
     return from_dict({
         "paths": {"cache": str(cache)},
         "frames": {"fps": 2.0, "size": 64, "crop": crop, "batch": 64},
@@ -130,7 +143,7 @@ def make_config(root: Path, cache: Path, *, threads: int, epochs: int, crop: lis
         "media": {"threads": 1},
         "model": {"kind": "fused", "pretrained": "none", "threads": threads},
         "train": {"epochs": epochs, "batch_size": 32, "patience": epochs, "split": [1.0, 0.0, 0.0],
-                  "pseudo_max": 0, "promote_margin": 0.0, "seed": seed, "frames_per_clip": 0},
+                  "pseudo_max": 0, "promote_margin": 0.0, "seed": seed, "frames_per_clip": frames_per_clip},
         "selection": {"snap": 0.0},
         "review": {"per_vod": 10, "uncertain": 6, "min_spacing": 8.0, "uncertain_length": LENGTH,
                    "check_labels": 4},
@@ -360,8 +373,20 @@ def _run_arm(arm: str, cfg: Config, loaded: Any, data: Data, samples: dict[str, 
     return out
 
 
-def run_seed(workdir: Path, spec: Spec, seed: int, *, rounds: int, budget: int, threads: int, epochs: int,
-             missing: str, say: Say) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Protocol:
+    """How the loop runs (fixed before the measured runs)."""
+
+    seeds: tuple[int, ...] = (1, 2, 3)
+    rounds: int = 3
+    budget: int = 10  # answers per round (the done-means allows at most 20)
+    epochs: int = 6
+    frames_per_clip: int = 6
+    threads: int = 1
+    missing: str = "visual"
+
+
+def run_seed(workdir: Path, spec: Spec, proto: Protocol, seed: int, say: Say) -> dict[str, Any]:
     """One data seed: generate, seed round, both arms. Returns AP per round per arm."""
     import torch
 
@@ -373,23 +398,24 @@ def run_seed(workdir: Path, spec: Spec, seed: int, *, rounds: int, budget: int, 
     shutil.rmtree(sdir, ignore_errors=True)
 
     def make(name: str) -> Config:
-        return make_config(sdir / name, workdir / "cache", threads=threads, epochs=epochs, crop=crop, seed=seed)
+        return make_config(sdir / name, workdir / "cache", threads=proto.threads, epochs=proto.epochs, crop=crop,
+                           seed=seed, frames_per_clip=proto.frames_per_clip)
 
     base = make("round0")
     base.ensure_dirs()
     samples = decode_all(base, data.train + data.heldout)
     conn = store.connect(base.path("database"))
-    n_seed = seed_labels(conn, data.seed, seed, missing)
+    n_seed = seed_labels(conn, data.seed, seed, proto.missing)
     loaded = train_latest(base, conn)
     conn.close()
     diff = check_scoring(base, loaded, data.heldout[0], samples[str(data.heldout[0].path)])
     ap0, kinds0 = heldout_ap(loaded, data.heldout, samples)
-    say(f"seed {seed}: {n_seed} seed labels (no {missing}-only distractor); round 0 AP {ap0:.3f}  {kinds0}  "
+    say(f"seed {seed}: {n_seed} seed labels (no {proto.missing}-only distractor); round 0 AP {ap0:.3f}  {kinds0}  "
         f"[{time.time() - t0:.0f} s; score_vod check {diff:.1e}]")
     out: dict[str, Any] = {"seed_labels": n_seed, "arms": {}, "answers": {}, "detail": {}, "score_check": diff}
     for i, arm in enumerate(("queue", "random")):
-        got = _run_arm(arm, _copy_arm(base, make(arm)), loaded, data, samples, rounds=rounds, budget=budget,
-                       rng=np.random.default_rng(seed * 7919 + i), say=say)
+        got = _run_arm(arm, _copy_arm(base, make(arm)), loaded, data, samples, rounds=proto.rounds,
+                       budget=proto.budget, rng=np.random.default_rng(seed * 7919 + i), say=say)
         out["arms"][arm] = [ap0, *got["ap"]]
         out["answers"][arm] = got["answers"]
         out["detail"][arm] = [kinds0, *got["detail"]]
@@ -419,16 +445,13 @@ def summarize(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run(workdir: Path, *, seeds: tuple[int, ...] = (1, 2, 3), rounds: int = 3, budget: int = 20, threads: int = 1,
-        epochs: int = 6, spec: Spec | None = None, missing: str = "visual", say: Say = print) -> dict[str, Any]:
+def run(workdir: Path, proto: Protocol | None = None, spec: Spec | None = None, say: Say = print) -> dict[str, Any]:
     """The whole experiment; returns (and writes to workdir/active_learning.json) the numbers."""
-    spec = spec or Spec()
+    proto, spec = proto or Protocol(), spec or Spec()
     t0 = time.time()
-    per_seed = {s: run_seed(workdir, spec, s, rounds=rounds, budget=budget, threads=threads, epochs=epochs,
-                            missing=missing, say=say) for s in seeds}
-    report = {"protocol": {"spec": asdict(spec), "seeds": list(seeds), "rounds": rounds, "budget": budget,
-                           "epochs": epochs, "missing": missing},
-              "per_seed": per_seed, "summary": summarize(per_seed), "seconds": round(time.time() - t0, 1)}
+    per_seed = {s: run_seed(workdir, spec, proto, s, say) for s in proto.seeds}
+    report = {"protocol": asdict(proto), "spec": asdict(spec), "per_seed": per_seed,
+              "summary": summarize(per_seed), "seconds": round(time.time() - t0, 1)}
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "active_learning.json").write_text(json.dumps(report, indent=2, default=str))
     s = report["summary"]
@@ -437,20 +460,18 @@ def run(workdir: Path, *, seeds: tuple[int, ...] = (1, 2, 3), rounds: int = 3, b
     return report
 
 
+def _overrides(cls: type, text: str) -> Any:
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=Path("/tmp/autoclip-active-learning"))
-    p.add_argument("--seeds", default="1,2,3", help="data seeds (comma-separated)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--budget", type=int, default=20, help="answers per round")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--missing", choices=("visual", "audio"), default="visual",
-                   help="the distractor kind the seed labels never show")
+    p.add_argument("--protocol", default="{}", help='JSON overrides of Protocol, e.g. {"seeds": [1], "budget": 20}')
+    p.add_argument("--spec", default="{}", help='JSON overrides of the data Spec, e.g. {"n_pool": 6}')
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    report = run(args.workdir, seeds=tuple(int(x) for x in args.seeds.split(",")), rounds=args.rounds,
-                 budget=args.budget, threads=args.threads, epochs=args.epochs, missing=args.missing)
+    report = run(args.workdir, _overrides(Protocol, args.protocol), _overrides(Spec, args.spec))
     print(json.dumps({"summary": report["summary"], "seconds": report["seconds"]}))
     return 0
 
