@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from autoclip import sdnotify, store
+from autoclip.child import ChildResult, run_child
 from autoclip.config import Config
 from autoclip.errors import AutoclipError, UsageError
 from autoclip.fsutil import clean_temp_files
-from autoclip.jobs import ChildResult, Job, JobStore, run_child
+from autoclip.jobs import Job, JobStore
 from autoclip.watcher import Candidate, InboxFilter, InboxWatcher, file_key
 
 log = logging.getLogger(__name__)

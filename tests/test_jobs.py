@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from autoclip import config, store
+from autoclip.child import kill_orphan, run_child
 from autoclip.daemon import intake
-from autoclip.jobs import STATE_FILE, Job, JobStore, kill_orphan, run_child
+from autoclip.jobs import STATE_FILE, Job, JobStore
 from autoclip.watcher import Candidate
 
 

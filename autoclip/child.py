@@ -1,0 +1,160 @@
+"""Child processes of the daemon: each job (and each retraining) runs in its own process group,
+so a timeout or a stop kills everything it started (ffmpeg included), and a child left running
+by a crashed daemon is found again by the marker in its environment and killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoclip.fsutil import TMP_PREFIX
+
+if TYPE_CHECKING:
+    from autoclip.jobs import Job
+
+log = logging.getLogger(__name__)
+
+
+def kill_orphan(job: Job) -> bool:
+    """Kill the process group of a job's child left running by a crashed daemon (checked by its marker)."""
+    child = job.child or {}
+    pgid = child.get("pgid")
+    if not isinstance(pgid, int) or pgid <= 1 or not _group_is_ours(pgid, job.id):
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+        log.warning("killed the leftover process group %d of job %s", pgid, job.id)
+        return True
+    return False
+
+
+def _group_is_ours(pgid: int, job_id: str) -> bool:
+    marker = f"AUTOCLIP_JOB={job_id}".encode()
+    for proc in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
+@dataclass
+class ChildResult:
+    rc: int | None
+    stdout: str
+    tail: list[str]
+    seconds: float
+    timed_out: bool = False
+    stopped: bool = False
+
+    @property
+    def last_error(self) -> str:
+        for line in reversed(self.tail):
+            if line.startswith("autoclip: error:"):
+                return line.removeprefix("autoclip: error:").strip()
+        return self.tail[-1].strip() if self.tail else ""
+
+    def json(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.stdout)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def run_child(
+    cmd: list[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float,
+    stop: Any,
+    stop_timeout: float,
+    on_start: Any = None,
+    on_line: Any = None,
+    poll: Any = None,
+) -> ChildResult:
+    """Run ``cmd`` in its own process group; kill the whole group on timeout or when ``stop`` is set.
+
+    stderr goes line by line to ``log_path`` (and ``on_line``); stdout is collected for the JSON
+    result. ``poll()`` is called about twice a second while the child runs.
+    """
+    import subprocess
+    import tempfile
+    import threading
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: list[str] = []
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile(dir=log_path.parent, prefix=TMP_PREFIX) as out, open(log_path, "ab") as logf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, env=env,
+                                start_new_session=True, close_fds=True)
+        if on_start:
+            on_start(proc.pid)
+        reader = threading.Thread(target=_tee, args=(proc.stderr, logf, tail, on_line), daemon=True,
+                                  name=f"child-{proc.pid}-stderr")
+        reader.start()
+        timed_out = stopped = False
+        while proc.poll() is None:
+            if stop.is_set():
+                stopped = True
+                _stop_group(proc, stop_timeout)
+                break
+            if time.monotonic() - t0 > timeout:
+                timed_out = True
+                log.warning("%s ran past its %.0f s timeout: killing its process group", Path(cmd[-1]).name, timeout)
+                _stop_group(proc, 5.0)
+                break
+            if poll:
+                poll()
+            stop.wait(0.5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (ffmpeg) never outlive the job
+        proc.wait()
+        reader.join(timeout=5)
+        out.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+    return ChildResult(rc=proc.returncode, stdout=stdout, tail=tail, seconds=time.monotonic() - t0,
+                       timed_out=timed_out, stopped=stopped)
+
+
+def _stop_group(proc: Any, grace: float) -> None:
+    """SIGTERM to the group, SIGKILL after ``grace`` seconds."""
+    import subprocess
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tee(stream: Any, logf: Any, tail: list[str], on_line: Any) -> None:
+    for raw in iter(stream.readline, b""):
+        logf.write(raw)
+        logf.flush()
+        line = raw.decode("utf-8", "replace").rstrip()
+        if not line:
+            continue
+        tail.append(line)
+        del tail[:-40]
+        if on_line:
+            with contextlib.suppress(Exception):
+                on_line(line)
+    stream.close()
