@@ -42,6 +42,7 @@ runs before the reported seeds 4-6 were run, and not changed after.
 
 Run:  .venv/bin/python experiments/active_learning.py [--protocol '{"seeds": [4, 5, 6]}'] [--spec '{}']
 Prints one line per round and arm, then a JSON summary (also written to WORKDIR/active_learning.json).
+The reported runs' full reports (per seed, per fit, every answer) are in experiments/results/.
 """
 
 from __future__ import annotations
