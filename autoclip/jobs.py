@@ -173,7 +173,7 @@ class JobStore:
             return existing, self._seen_again(existing, path)
         fp = fingerprint(path)
         same = self.by_fingerprint(fp)
-        if same is not None and same.source == str(path):
+        if same is not None and same.source == str(path) and not same.moved_to:
             self._rekey(same, cand, fp)  # touched or re-mounted (new device id): same file, no new work
             return same, "known"
         if same is not None:

@@ -79,7 +79,7 @@ def test_generator_draws_weaker_coloured_events(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # about 35 min on 2 cores
+@pytest.mark.timeout(3600)  # about 25 min on 2 cores
 def test_queue_answers_raise_heldout_ap_and_beat_random(tmp_path):
     exp = _experiment()
     proto = exp.Protocol()

@@ -119,6 +119,17 @@ def test_a_failed_file_moved_back_is_tried_again(js: JobStore) -> None:
     assert outcome == "retry" and again.id == job.id and again.state == "queued" and again.attempts == 0
 
 
+def test_same_content_dropped_again_after_done_is_a_duplicate_moved_out(js: JobStore) -> None:
+    job, _ = js.submit(drop(js, "a.mp4", b"same bytes" * 100))
+    js.begin(job)
+    js.finish(job, {"reel": "/reels/a.mp4"})
+    again, outcome = js.submit(drop(js, "a.mp4", b"same bytes" * 100))  # a copy under the same name
+    assert outcome == "duplicate" and again.duplicate_of == job.id
+    assert not (js.cfg.path("inbox") / "a.mp4").exists()  # not left sitting in the inbox
+    assert (js.cfg.path("done") / f"a.{again.id}.mp4").exists()
+    assert js.counts() == {**js.counts(), "done": 1, "duplicate": 1}
+
+
 def test_paths_done_empty_leaves_the_vod_and_a_touch_is_not_new_work(tmp_path: Path) -> None:
     cfg = config.from_dict({"paths": {"done": ""}}, root=tmp_path)
     cfg.ensure_dirs()

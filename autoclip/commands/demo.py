@@ -120,7 +120,8 @@ def _run_daemon(cfg_file: Path, log_file: Path) -> subprocess.Popen:
     )
 
 
-def _wait_for_reel(cfg, name: str, daemon: subprocess.Popen, timeout: float, steps: _Steps) -> dict:
+def _wait_for_reel(cfg, name: str, daemon: subprocess.Popen, timeout: float, steps: _Steps, since: float) -> dict:
+    """The done job of the VOD dropped at ``since`` (for content processed before, the earlier job)."""
     from autoclip import store
 
     deadline = time.monotonic() + timeout
@@ -129,13 +130,20 @@ def _wait_for_reel(cfg, name: str, daemon: subprocess.Popen, timeout: float, ste
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             raise AutoclipError(f"the daemon stopped (exit {daemon.returncode}); see {cfg.path('jobs') / 'daemon.log'}")
-        row = conn.execute("SELECT * FROM jobs WHERE source LIKE ? ORDER BY created DESC LIMIT 1", (f"%{name}",)).fetchone()
+        row = conn.execute("SELECT * FROM jobs WHERE source LIKE ? AND created >= ? ORDER BY created DESC LIMIT 1",
+                           (f"%{name}", since - 1.0)).fetchone()
         if row is not None:
             if row["state"] != last:
                 steps.info(f"job {row['id']}: {row['state']}")
                 last = row["state"]
             if row["state"] == "done":
                 return dict(row)
+            if row["state"] == "duplicate":
+                original = conn.execute("SELECT * FROM jobs WHERE id = ?", (row["duplicate_of"],)).fetchone()
+                if original is not None and original["state"] == "done":
+                    steps.info(f"already processed by job {original['id']}: showing its reel")
+                    return dict(original)
+                raise AutoclipError(f"{name}: {row['error']}; run `autoclip demo --fresh` to start over")
             if row["state"] == "failed":
                 raise AutoclipError(f"the sample VOD failed: {row['error']}")
         time.sleep(1.0)
@@ -208,13 +216,15 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
         inbox_vod = cfg.path("inbox") / held_out.path.name
         tmp = cfg.path("inbox").parent / (".incoming-" + held_out.path.name)
         shutil.copyfile(held_out.path, tmp)
+        dropped = time.time()
         os.replace(tmp, inbox_vod)  # a move into the inbox: one event, complete file
         steps.info(f"dropped {inbox_vod}")
-        job = _wait_for_reel(cfg, held_out.path.name, daemon, args.timeout, steps)
+        job = _wait_for_reel(cfg, held_out.path.name, daemon, args.timeout, steps, dropped)
         if args.vod:
             steps.step(f"processing your VOD {args.vod}")
+            dropped = time.time()
             shutil.copyfile(args.vod, cfg.path("inbox") / args.vod.name)
-            _wait_for_reel(cfg, args.vod.name, daemon, args.timeout * 6, steps)
+            _wait_for_reel(cfg, args.vod.name, daemon, args.timeout * 6, steps, dropped)
     finally:
         steps.step("stopping the daemon")
         rc = _stop(daemon)
