@@ -225,12 +225,31 @@ def make_vod(
     if proc.returncode != 0:
         raise MediaError(f"could not generate {path.name}: {proc.stderr.strip().splitlines()[-1:]}")
     vod = SynthVod(path, float(duration), list(events), word_list, (fx, fy, fw, fh), width, height)
-    Path(str(path) + ".truth.json").write_text(json.dumps(vod.to_dict(), indent=1))
+    truth_path(path).write_text(json.dumps(vod.to_dict(), indent=1))
+    return vod
+
+
+def truth_path(path: str | Path) -> Path:
+    """Where ``make_vod`` writes a generated VOD's planted truth (written last, after the video)."""
+    return Path(str(path) + ".truth.json")
+
+
+def cached(path: str | Path) -> SynthVod | None:
+    """A VOD generated before at ``path`` (video and truth both there), or None."""
+    return load_truth(path) if Path(path).exists() and truth_path(path).exists() else None
+
+
+def planted_vod(path: str | Path, duration: float, *, seed: int, highlights: int, visual: int, audio: int) -> SynthVod:
+    """The VOD at ``path`` with events from ``plan_events``, reusing one generated before."""
+    vod = cached(path)
+    if vod is None:
+        events = plan_events(duration, highlights=highlights, visual=visual, audio=audio, seed=seed)
+        vod = make_vod(Path(path), duration, events, seed=seed)
     return vod
 
 
 def load_truth(path: str | Path) -> SynthVod:
-    d = json.loads(Path(str(path) + ".truth.json").read_text())
+    d = json.loads(truth_path(path).read_text())
     return SynthVod(
         Path(d["path"]), d["duration"], [Event(**e) for e in d["events"]],
         [tuple(w) for w in d["words"]], tuple(d["facecam"]), d["width"], d["height"],

@@ -34,7 +34,7 @@ def ensure_vod(path: Path, duration: float) -> Path:
         events = synth.plan_events(duration, highlights=8, visual=4, audio=4, seed=1)
         with atomic_path(path) as tmp:
             synth.make_vod(tmp, duration, events, width=1280, height=720, fps=30, seed=1, crf=28)
-        Path(f"{tmp}.truth.json").unlink(missing_ok=True)  # ground truth is not needed here
+        synth.truth_path(tmp).unlink(missing_ok=True)  # ground truth is not needed here
     return path
 
 

@@ -128,8 +128,8 @@ def make_data(folder: Path, spec: Spec, seed: int) -> Data:
             k += 1
             vseed = seed * 1000 + k
             path = folder / f"{group}-{i}-{spec.tag()}-d{seed}.mp4"
-            if path.exists() and Path(str(path) + ".truth.json").exists():
-                groups[group].append(synth.load_truth(path))
+            if (vod := synth.cached(path)) is not None:
+                groups[group].append(vod)
                 continue
             events = synth.plan_events(spec.duration, highlights=spec.highlights, visual=spec.visual,
                                        audio=spec.audio, seed=vseed)

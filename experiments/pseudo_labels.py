@@ -40,15 +40,7 @@ PER_VOD = dict(highlights=3, visual=2, audio=2)
 
 
 def make_vods(folder: Path, prefix: str, n: int, seed0: int, duration: float) -> list[synth.SynthVod]:
-    vods = []
-    for i in range(n):
-        path = folder / f"{prefix}-{i}.mp4"
-        if path.exists() and Path(str(path) + ".truth.json").exists():
-            vods.append(synth.load_truth(path))
-            continue
-        events = synth.plan_events(duration, seed=seed0 + i, **PER_VOD)
-        vods.append(synth.make_vod(path, duration, events, seed=seed0 + i))
-    return vods
+    return [synth.planted_vod(folder / f"{prefix}-{i}.mp4", duration, seed=seed0 + i, **PER_VOD) for i in range(n)]
 
 
 def make_config(folder: Path, seed: int, threads: int, size: int, pseudo_max: int) -> config_mod.Config:

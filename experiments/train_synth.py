@@ -40,15 +40,7 @@ DURATION = 150.0
 
 
 def make_vods(folder: Path) -> list[synth.SynthVod]:
-    vods = []
-    for i in range(N_VODS):
-        path = folder / f"synth-{i}.mp4"
-        if path.exists() and Path(str(path) + ".truth.json").exists():
-            vods.append(synth.load_truth(path))
-            continue
-        events = synth.plan_events(DURATION, seed=100 + i, **PER_VOD)
-        vods.append(synth.make_vod(path, DURATION, events, seed=100 + i))
-    return vods
+    return [synth.planted_vod(folder / f"synth-{i}.mp4", DURATION, seed=100 + i, **PER_VOD) for i in range(N_VODS)]
 
 
 def label_vods(conn: Any, vods: list[synth.SynthVod]) -> dict[str, int]:

@@ -82,20 +82,11 @@ def _make_samples(folder: Path, steps: _Steps) -> tuple[list, object]:
 
     samples = folder / "samples"
     samples.mkdir(parents=True, exist_ok=True)
-    vods = []
-    for i in range(N_SAMPLES):
-        path = samples / f"sample-stream-{i + 1}.mp4"
-        if path.exists() and Path(str(path) + ".truth.json").exists():
-            vods.append(synth.load_truth(path))
-            continue
-        events = synth.plan_events(SAMPLE_SECONDS, highlights=3, visual=2, audio=2, seed=10 + i)
-        vods.append(synth.make_vod(path, SAMPLE_SECONDS, events, seed=10 + i))
+    vods = [synth.planted_vod(samples / f"sample-stream-{i + 1}.mp4", SAMPLE_SECONDS, seed=10 + i,
+                              highlights=3, visual=2, audio=2) for i in range(N_SAMPLES)]
     steps.info(f"{len(vods)} training VODs of {SAMPLE_SECONDS / 60:g} min in {samples}")
-    held_out = samples / "new-stream.mp4"
-    if not (held_out.exists() and Path(str(held_out) + ".truth.json").exists()):
-        events = synth.plan_events(180, highlights=4, visual=3, audio=3, seed=99)
-        synth.make_vod(held_out, 180, events, seed=99)
-    return vods, synth.load_truth(held_out)
+    held_out = synth.planted_vod(samples / "new-stream.mp4", 180, seed=99, highlights=4, visual=3, audio=3)
+    return vods, held_out
 
 
 def _write_labels(folder: Path, vods: list) -> Path:
