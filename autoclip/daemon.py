@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -39,6 +40,10 @@ DEFERRABLE = {"truncated", "empty", "no_duration", "unreadable"}
 #: how long a loop may go without a heartbeat before the service counts as hung
 HEARTBEAT_LIMIT = 120.0
 LOCK_NAME = ".daemon.lock"
+#: meta key: JSON of the inbox files the daemon does not take (``ignored_summary``)
+IGNORED_META = "daemon.ignored"
+#: how many of them `autoclip status` names
+IGNORED_SHOWN = 20
 
 
 def autoclip_cmd(config_file: Path | None, *args: str) -> list[str]:
@@ -239,6 +244,7 @@ class Daemon:
         self.scheduler: Any = None
         self.conn: Any = None
         self._lock_fd: int | None = None
+        self._ignored = ""
         self.exit_code = 0
 
     def run(self) -> int:
@@ -303,6 +309,7 @@ class Daemon:
         self.watcher = InboxWatcher(filt, stable=d.stable, rescan=d.rescan, polling=d.polling,
                                     on_ready=self._intake(), stop=self.stop)
         self.watcher.step()  # the startup scan: READY only after it
+        self.publish_ignored()
         self._thread("watcher", self.watcher.run)
         sdnotify.ready(f"watching {cfg.path('inbox')}")
         log.info("watching %s (stable %.0f s, rescan %.0f s%s)", cfg.path("inbox"), d.stable, d.rescan,
@@ -356,12 +363,23 @@ class Daemon:
                     self.stop.set()
                 continue
             sdnotify.watchdog()
+            self.publish_ignored()
             text = self.status_text()
             if text != last_status:
                 sdnotify.status(text)
                 with contextlib.suppress(Exception):
                     store.set_meta(self.conn, "daemon.state", text)
                 last_status = text
+
+    def publish_ignored(self) -> None:
+        """Write the inbox files that are not taken to the database, for `autoclip status`."""
+        if self.watcher is None:
+            return
+        summary = json.dumps(ignored_summary(self.watcher.inbox, self.watcher.refused()), sort_keys=True)
+        if summary != self._ignored:
+            with contextlib.suppress(sqlite3.Error), store.transaction(self.conn):
+                store.set_meta(self.conn, IGNORED_META, summary)
+                self._ignored = summary
 
     def status_text(self) -> str:
         if self.watcher and self.watcher.paused:
@@ -387,6 +405,13 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             log.info("stopped")
+
+
+def ignored_summary(inbox: Path, refused: dict[Path, str]) -> dict[str, Any]:
+    """``{"count": N, "files": [{"file": name, "reason": why}, ...]}`` (the first IGNORED_SHOWN by name)."""
+    names = sorted((p.relative_to(inbox).as_posix() if p.is_relative_to(inbox) else str(p), why)
+                   for p, why in refused.items())
+    return {"count": len(names), "files": [{"file": n, "reason": w} for n, w in names[:IGNORED_SHOWN]]}
 
 
 def intake(jobs: JobStore, cand: Candidate) -> tuple[Job | None, str]:

@@ -29,6 +29,7 @@ from typing import Any
 from autoclip import store
 from autoclip.child import kill_orphan
 from autoclip.config import Config
+from autoclip.errors import AutoclipError
 from autoclip.fsutil import TMP_PREFIX, atomic_write_json, fingerprint, fsync_dir
 from autoclip.watcher import Candidate
 
@@ -192,6 +193,11 @@ class JobStore:
     def reject(self, cand: Candidate, code: str, message: str) -> tuple[Job, str]:
         """A job for an entry that can never be processed (a folder, FIFO, symlink): failed at once."""
         existing = self.by_key(cand.key)
+        if existing is not None and existing.state == "failed" and existing.moved_to \
+                and not os.path.lexists(existing.moved_to):
+            existing.source, existing.moved_to = str(cand.path), None  # moved back (`autoclip retry`)
+            self.fail(existing, code, message, retry=False)
+            return existing, "rejected"
         if existing is not None:
             return existing, "known"
         job = self._new(cand, None)
@@ -333,6 +339,41 @@ class JobStore:
             log.error("cannot move %s to %s: %s (left where it is)", src, folder, err)
             return None
         return str(dst)
+
+    def retry_failed(self, name: str) -> Path:
+        """Move a failed file (its name in the failed folder, or its original name) back to where
+        it was found; the daemon sees the same file version again and retries it with fresh attempts."""
+        job = self._failed_named(name)
+        if job is None:
+            raise AutoclipError(f"no failed file named {name!r} (`autoclip status` lists the failed files)", code="missing")
+        src = Path(job.moved_to or "")
+        if not job.moved_to or not os.path.lexists(src):
+            raise AutoclipError(f"{name} is no longer in {self.cfg.path('failed')}: put the file into the inbox again",
+                                code="missing")
+        inbox = self.cfg.path("inbox")
+        dst = Path(job.source)
+        if not dst.parent.is_dir() or not dst.is_relative_to(inbox):
+            dst = inbox / job.name
+        if os.path.lexists(dst):
+            raise AutoclipError(f"{dst} already exists: move it away first, then retry", code="exists")
+        try:
+            _move(src, dst)
+        except OSError as err:
+            raise AutoclipError(f"cannot move {src} to {dst}: {err.strerror or err}", code="unreadable") from err
+        (self.cfg.path("failed") / f"{src.name}.reason.json").unlink(missing_ok=True)
+        job.history.append({"event": "retry requested", "time": store.now()})
+        self.save(job)
+        log.info("%s moved back to %s for another try (job %s)", src.name, dst, job.id)
+        return dst
+
+    def _failed_named(self, name: str) -> Job | None:
+        for job in self.list(("failed",), limit=10_000, newest_first=True):
+            if job.moved_to and Path(job.moved_to).name == name:
+                return job
+        for job in self.list(("failed",), limit=10_000, newest_first=True):
+            if job.name == name and job.moved_to:
+                return job
+        return None
 
     def _write_reason(self, job: Job, detail: str) -> None:
         name = Path(job.moved_to).name if job.moved_to else job.name

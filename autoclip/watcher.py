@@ -80,6 +80,20 @@ def junk_reason(name: str) -> str | None:
     return None
 
 
+def name_refusal(name: str, extensions: tuple[str, ...]) -> str | None:
+    """Why a file called ``name`` is not taken, in words a user can act on; None if it is taken."""
+    if name.startswith(TMP_PREFIX):
+        return ""  # autoclip's own temporary file: not worth a line
+    why = junk_reason(name)
+    if why is not None:
+        return f"{why}: not taken until it is renamed to a final, visible name"
+    if not name.lower().endswith(extensions):
+        ext = os.path.splitext(name)[1].lower() or "(none)"
+        return (f"extension {ext} is not in [daemon] extensions ({' '.join(extensions)}): "
+                "add it there if it is a video, or move the file out of the inbox")
+    return None
+
+
 def junk_dir(name: str) -> bool:
     """True for folders never descended into (hidden, ``.stversions``, ``_UNPACK_*``...)."""
     return name.lower().startswith(_JUNK_DIR_PREFIXES)
@@ -95,24 +109,33 @@ class InboxFilter:
 
     def wanted(self, path: Path) -> bool:
         """True if ``path`` (inside the inbox) names a possible VOD; it is not opened or stat'ed."""
+        return self.refusal(path) is None
+
+    def refusal(self, path: Path) -> str | None:
+        """Why ``path`` will not become a job (``""``: not ours to mention), or None if it can."""
         try:
             rel = Path(path).relative_to(self.inbox)
         except ValueError:
-            return False
+            return ""
         parts = rel.parts
         if not parts:
-            return False
+            return ""
         for i, part in enumerate(parts[:-1]):
             if junk_dir(part) or self.inbox.joinpath(*parts[: i + 1]) in self.exclude:
-                return False
-        name = parts[-1]
-        return junk_reason(name) is None and name.lower().endswith(self.extensions)
+                return ""  # the folder itself is mentioned (or is one of ours)
+        return name_refusal(parts[-1], self.extensions)
 
-    def scan(self, max_depth: int = 8) -> Iterator[tuple[Path, os.stat_result]]:
-        """Every wanted entry under the inbox with its ``lstat``; symlinks are not followed."""
-        yield from self._scan_dir(self.inbox, max_depth)
+    def scan(self, max_depth: int = 8, refused: Callable[[Path, str], None] | None = None,
+             ) -> Iterator[tuple[Path, os.stat_result]]:
+        """Every wanted entry under the inbox with its ``lstat``; symlinks are not followed.
 
-    def _scan_dir(self, folder: Path, depth: int) -> Iterator[tuple[Path, os.stat_result]]:
+        ``refused(path, why)`` hears of every other entry a user may expect to be taken (files
+        with another extension or a partial/hidden name, junk folders); autoclip's own are left out.
+        """
+        yield from self._scan_dir(self.inbox, max_depth, refused or (lambda _p, _w: None))
+
+    def _scan_dir(self, folder: Path, depth: int, refused: Callable[[Path, str], None],
+                  ) -> Iterator[tuple[Path, os.stat_result]]:
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
@@ -126,13 +149,20 @@ class InboxFilter:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if is_dir and not self.wanted(path):
+            why = self.refusal(path)
+            if is_dir and why is not None:
                 # a real sub-folder: descend (unless junk/excluded); a folder named like a VOD is a candidate
-                if depth > 0 and not junk_dir(entry.name) and path not in self.exclude:
-                    yield from self._scan_dir(path, depth - 1)
+                if path in self.exclude:
+                    continue
+                if junk_dir(entry.name):
+                    refused(path, "hidden, unpacker or sync-tool folder: its contents are not looked at")
+                elif depth > 0:
+                    yield from self._scan_dir(path, depth - 1, refused)
                 continue
-            if self.wanted(path):
+            if why is None:
                 yield path, st
+            elif why:
+                refused(path, why)
 
 
 class StabilityTracker:
@@ -187,11 +217,21 @@ class _Hints:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._paths: dict[Path, bool] = {}
+        self._others: dict[Path, None] = {}  # paths that are not candidates (said once in the log)
         self._rescan = False
 
     def add(self, path: Path, *, write: bool) -> None:
         with self._lock:
             self._paths[path] = self._paths.get(path, False) or write
+
+    def add_other(self, path: Path) -> None:
+        with self._lock:
+            self._others[path] = None
+
+    def drain_others(self) -> list[Path]:
+        with self._lock:
+            others, self._others = list(self._others), {}
+        return others
 
     def request_rescan(self) -> None:
         with self._lock:
@@ -234,6 +274,9 @@ class InboxWatcher:
         self.paused = False
         self._hints = _Hints()
         self._taken: dict[Path, tuple] = {}
+        #: inbox entries that will not be taken, each said once in the log (pruned when they go)
+        self._refused: dict[Path, str] = {}
+        self._refused_lock = threading.Lock()
         self._observer = None
         self._inbox_id: tuple | None = None
         self._next_scan = 0.0
@@ -261,6 +304,11 @@ class InboxWatcher:
             self.scan()
         for path, write in hints.items():
             self._look(path, _lstat(path), event=write)
+        for path in self._hints.drain_others():
+            why = self.filter.refusal(path)
+            st = _lstat(path)
+            if why and st is not None and not stat.S_ISDIR(st.st_mode):
+                self._note_refused(path, why)
         for path in self.tracker.paths():
             self._look(path, _lstat(path))
         for cand in self.tracker.due():
@@ -269,12 +317,21 @@ class InboxWatcher:
     def scan(self) -> int:
         """A full listing of the inbox; returns how many wanted entries it saw."""
         seen: set[Path] = set()
-        for path, st in self.filter.scan():
+        refused: set[Path] = set()
+
+        def on_refused(path: Path, why: str) -> None:
+            refused.add(path)
+            self._note_refused(path, why)
+
+        for path, st in self.filter.scan(refused=on_refused):
             seen.add(path)
             self._look(path, st)
         for path in list(self._taken):
             if path not in seen:
                 del self._taken[path]  # moved away (done/failed) or deleted
+        with self._refused_lock:
+            for path in [p for p in self._refused if p not in refused]:
+                del self._refused[path]  # gone, or renamed to a name that is taken
         self.scans += 1
         self._next_scan = time.monotonic() + self.rescan_every
         return len(seen)
@@ -302,6 +359,20 @@ class InboxWatcher:
             self._taken[cand.path] = _signature(cand.st)
         else:
             self.tracker.observe(cand.path, cand.st, event=True)
+
+    def _note_refused(self, path: Path, why: str) -> None:
+        with self._refused_lock:
+            if path in self._refused:
+                return
+            self._refused[path] = why
+        name = path.relative_to(self.inbox).as_posix() if path.is_relative_to(self.inbox) else str(path)
+        # a file the user may have meant for us is a warning; a download still in progress is news
+        (log.warning if why.startswith("extension") else log.info)("%s in the inbox: %s", name, why)
+
+    def refused(self) -> dict[Path, str]:
+        """The inbox entries that are not taken (and why), as of the last scan."""
+        with self._refused_lock:
+            return dict(self._refused)
 
     # -- inbox presence --------------------------------------------------------------------
     def _inbox_present(self) -> bool:
@@ -383,6 +454,8 @@ class _EventHandler:
             return
         if self.filter.wanted(path):
             self.hints.add(path, write=kind in ("modified", "closed"))
+        elif kind in ("created", "moved", "closed"):
+            self.hints.add_other(path)
         if kind == "moved":
             src = Path(os.fsdecode(event.src_path))
             if self.filter.wanted(src):

@@ -170,6 +170,10 @@ def test_partial_names_give_no_job(intake_daemon, vod_bytes) -> None:
     before = len(d.jobs())
     time.sleep(4.5)  # two rescans and the stability window
     assert len(d.jobs()) == before
+    for name in junk:  # not ignored in silence: each said once, however many rescans saw it
+        assert d.text().count(f": {name} in the inbox: ") == (0 if name.startswith(".autoclip-tmp-") else 1), name
+    for folder in (".stversions", "_UNPACK_p"):
+        assert d.text().count(f": {folder} in the inbox: ") == 1
     (d.inbox / "p.mp4.part").rename(d.inbox / "p.mp4")  # the download finishes: one job
     assert wait_for(lambda: "p.mp4" in d.by_name(), 15)
 
@@ -202,15 +206,61 @@ def test_fifo_folder_and_symlink_out_of_the_inbox_fail_cleanly(intake_daemon, tm
     assert d.proc.poll() is None
 
 
+def cli_run(d: Daemon, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autoclip", "--config", str(d.cfg), *args],
+                          capture_output=True, text=True)
+
+
 def test_status_json_reports_the_queue(intake_daemon) -> None:
     d = intake_daemon
-    out = subprocess.run([sys.executable, "-m", "autoclip", "--config", str(d.cfg), "status", "--json"],
-                         capture_output=True, text=True, check=True).stdout
-    st = json.loads(out)
+    st = json.loads(cli_run(d, "status", "--json").stdout)
     assert st["daemon"]["running"] and st["daemon"]["pid"] == d.proc.pid
     assert st["queue"]["queued"] >= 3 and st["running"] is None and st["model"] is None
     assert st["review_backlog"] == 0 and st["retrain"]["enabled"] is False
-    assert {f["code"] for f in st["failures"]} >= {"not_file", "symlink"}
+    failures = {f["name"]: f for f in st["failures"]}
+    assert {f["code"] for f in failures.values()} >= {"not_file", "symlink"}
+    assert "autoclip retry link.mp4" not in failures["fifo.mp4"]["hint"] and "remove" in failures["fifo.mp4"]["hint"]
+    assert "copy or move the file itself" in failures["link.mp4"]["hint"]
+    text = cli_run(d, "status").stdout
+    assert "failed    link.mp4 (symlink): link.mp4: symbolic links are not followed" in text
+    assert "-> copy or move the file itself into the inbox" in text
+
+
+def test_a_file_the_daemon_will_not_take_is_said_once_and_counted(intake_daemon, run_ffmpeg, tmp_path) -> None:
+    d = intake_daemon
+    audio = tmp_path / "podcast.m4a"  # audio only, an extension outside daemon.extensions
+    run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(audio))
+    shutil.move(str(audio), d.inbox / audio.name)
+    (d.inbox / "notes.txt").write_text("shopping list")
+    assert wait_for(lambda: ": podcast.m4a in the inbox: extension .m4a is not in [daemon] extensions" in d.text(), 15), d.text()
+    time.sleep(4.5)  # two more rescans: still said once
+    assert d.text().count(": podcast.m4a in the inbox: ") == 1 and d.text().count(": notes.txt in the inbox: ") == 1
+    assert "WARNING autoclip.watcher: podcast.m4a in the inbox" in d.text()
+    assert "podcast.m4a" not in d.by_name()
+    assert wait_for(lambda: "podcast.m4a" in json.dumps(json.loads(cli_run(d, "status", "--json").stdout)["ignored"]), 10)
+    ign = json.loads(cli_run(d, "status", "--json").stdout)["ignored"]
+    files = {f["file"]: f["reason"] for f in ign["files"]}
+    assert "add it there if it is a video, or move the file out of the inbox" in files["podcast.m4a"]
+    assert ign["count"] >= 2 + 15 and "p.mp4.ytdl" in files  # with the partial names of the test above
+    assert "file(s) in the inbox are not taken" in cli_run(d, "status").stdout
+    (d.inbox / "podcast.m4a").unlink()  # the user acts on it: gone from status at the next rescan
+    assert wait_for(lambda: "podcast.m4a" not in cli_run(d, "status", "--json").stdout, 15)
+
+
+def test_retry_moves_a_failed_file_back_and_the_daemon_takes_it_again(intake_daemon) -> None:
+    d = intake_daemon
+    failed = d.root / "data" / "failed"
+    link_job = d.by_name()["link.mp4"]
+    res = cli_run(d, "retry", "link.mp4")
+    assert res.returncode == 0 and "moved link.mp4 back" in res.stdout, res.stderr
+    assert (d.inbox / "link.mp4").is_symlink() and not (failed / "link.mp4.reason.json").exists()
+    # still a symlink, so refused again: same job, back in failed/ with its reason, said in the log
+    assert wait_for(lambda: (failed / "link.mp4.reason.json").exists(), 15), d.text()
+    assert d.by_name()["link.mp4"]["id"] == link_job["id"] and not os.path.lexists(d.inbox / "link.mp4")
+    assert d.text().count("failed (symlink): link.mp4") == 2
+    res = cli_run(d, "retry", "never-seen.mp4")
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        "autoclip: error: no failed file named 'never-seen.mp4' (`autoclip status` lists the failed files)"]
 
 
 # -- with a model: reels, failures, SIGTERM -----------------------------------------------------

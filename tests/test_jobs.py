@@ -230,3 +230,27 @@ def test_a_name_that_is_not_utf8_is_renamed_not_stored(js: JobStore) -> None:
     assert job is None and outcome == "renamed"
     assert [p.name for p in inbox.iterdir()] == ["caf_ stream.mp4"]
     assert js.counts()["queued"] == 0
+
+
+def test_retry_moves_a_failed_file_back_with_fresh_attempts(js: JobStore, capsys) -> None:
+    from autoclip import cli
+
+    sub = js.cfg.path("inbox") / "sub"
+    sub.mkdir()
+    job, _ = js.submit(drop(js, "sub/v.mp4", b"v" * 100))
+    for _ in range(3):
+        js.begin(job)
+        js.fail(job, "timeout", "processing took longer than its 300 s timeout", retry=True)
+        job.next_try = 0
+    assert job.state == "failed" and (js.cfg.path("failed") / "v.mp4.reason.json").exists()
+    cfg_file = js.cfg.root / "config.toml"
+    cfg_file.write_text("[daemon]\nbackoff = 10.0\nmax_attempts = 3\n")
+    assert cli.main(["--config", str(cfg_file), "retry", "v.mp4"]) == 0
+    assert "moved v.mp4 back to" in capsys.readouterr().out
+    back = sub / "v.mp4"  # where it was found
+    assert back.exists() and not (js.cfg.path("failed") / "v.mp4").exists()
+    assert not (js.cfg.path("failed") / "v.mp4.reason.json").exists()
+    again, outcome = js.submit(Candidate(back, os.lstat(back)))
+    assert outcome == "retry" and again.id == job.id and again.attempts == 0 and js.next_ready().id == job.id
+    assert cli.main(["--config", str(cfg_file), "retry", "v.mp4"]) == 1  # not failed any more
+    assert "no failed file named 'v.mp4'" in capsys.readouterr().err

@@ -260,3 +260,28 @@ def test_polling_mode_for_network_shares(tmp_path: Path) -> None:
     finally:
         stop.set()
         t.join(5)
+
+
+def test_entries_not_taken_are_said_once_and_forgotten_when_gone(tmp_path: Path, caplog) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = InboxWatcher(InboxFilter(inbox, EXTS), stable=0.5, rescan=30.0, polling=True,
+                           on_ready=Collector(), stop=threading.Event())
+    for name in ("song.m4a", "x.mp4.part", ".hidden.mp4", f"{TMP_PREFIX}x.mp4", "README"):
+        (inbox / name).write_bytes(b"x")
+    (inbox / ".stversions").mkdir()
+    (inbox / ".stversions" / "old.mp4").write_bytes(b"x")
+    with caplog.at_level("INFO", logger="autoclip.watcher"):
+        for _ in range(3):
+            watcher.scan()
+    refused = {p.name: why for p, why in watcher.refused().items()}
+    assert set(refused) == {"song.m4a", "x.mp4.part", ".hidden.mp4", "README", ".stversions"}  # not ours, not inside
+    assert refused["song.m4a"].startswith("extension .m4a is not in [daemon] extensions")
+    assert refused["README"].startswith("extension (none)")
+    assert "partial download" in refused["x.mp4.part"] and "hidden file" in refused[".hidden.mp4"]
+    lines = [r for r in caplog.records if " in the inbox: " in r.getMessage()]
+    assert len(lines) == 5  # once each, not once per scan
+    assert {r.levelname for r in lines if "song.m4a" in r.getMessage()} == {"WARNING"}
+    (inbox / "x.mp4.part").rename(inbox / "x.mp4")  # the download finished
+    watcher.scan()
+    assert "x.mp4.part" not in {p.name for p in watcher.refused()}

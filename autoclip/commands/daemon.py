@@ -26,8 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         summary="queue, running job, failures, model, retraining",
         example="autoclip --config ~/autoclip/config.toml status --json",
     )
-    p.add_argument("--failures", type=int, default=10, metavar="N", help="show the N latest failures (default 10)")
+    p.add_argument("--failures", type=int, default=10, metavar="N",
+                   help="show at most N failures of the last 7 days (default 10)")
     add_json(p)
+    p = add_command(
+        sub, "retry", cmd_retry,
+        help="move a failed file back into the inbox (once its cause is fixed); the daemon tries it again",
+        summary="move a failed file back into the inbox",
+        example="autoclip --config ~/autoclip/config.toml retry stream.mkv",
+    )
+    p.add_argument("name", help="the file's name in the failed folder (as `autoclip status` lists it)")
     p = add_command(
         sub, "check", cmd_check,
         help="would the daemon take this file? probe it and check it is complete (not still being written)",
@@ -109,7 +117,8 @@ def collect_status(cfg: Any, failures: int = 10) -> dict[str, Any]:
             "queue": jobs.counts(),
             "queued": [_job_brief(j) for j in jobs.list(("queued",), limit=20)],
             "running": _job_brief(running[0]) if running and alive else None,
-            "failures": [_job_brief(j) for j in jobs.list(("failed",), limit=failures, newest_first=True)],
+            "failures": _failures(jobs, failures),
+            "ignored": _ignored(conn) if alive else {"count": 0, "files": []},
             "review_backlog": _review_backlog(conn),
             "model": _model(cfg),
             "retrain": scheduler.status(cfg, conn),
@@ -136,6 +145,55 @@ def _job_brief(job: Any) -> dict[str, Any]:
         "started": job.timings.get("started"), "duration": job.duration, "error": job.error,
         "code": job.reason_code, "moved_to": job.moved_to, "reel": job.reel, "updated": job.updated,
     }
+
+
+#: how far back `autoclip status` lists failures
+FAILURE_DAYS = 7
+#: what to do about a failure, by reason code (the reason itself says what went wrong)
+HINTS = {
+    "empty": "copy the file again completely, then `autoclip retry {name}`",
+    "truncated": "the copy is incomplete: copy it again completely, then `autoclip retry {name}`",
+    "no_duration": "remux it (ffmpeg -i IN -c copy OUT.mkv) into the inbox",
+    "unreadable": "check the file's permissions, then `autoclip retry {name}`",
+    "not_media": "not a video: remove it from the failed folder",
+    "demuxer": "not a plain video file (playlist or script): remove it",
+    "no_video": "audio only: nothing to cut a reel from; remove it",
+    "too_large": "re-encode it smaller (or raise [media] max_pixels), then `autoclip retry {name}`",
+    "unsupported_codec": "re-encode it (H.264/AAC), then put it in the inbox",
+    "corrupt": "the file is damaged: copy it again from its source",
+    "symlink": "copy or move the file itself into the inbox, then remove the link",
+    "not_file": "not a regular file: remove it",
+    "timeout": "raise [daemon] timeout_factor / timeout_base, then `autoclip retry {name}`",
+    "crashed": "see the job's log.txt (out of memory?), then `autoclip retry {name}`",
+    "interrupted": "`autoclip retry {name}` (see the job's log.txt if it keeps happening)",
+}
+DEFAULT_HINT = "see the job's log.txt under the jobs folder, fix the cause, then `autoclip retry {name}`"
+
+
+def _failures(jobs: Any, limit: int) -> list[dict[str, Any]]:
+    """Failed files of the last FAILURE_DAYS days, newest first, each with what to do."""
+    since = time.time() - FAILURE_DAYS * 86400
+    out = []
+    for job in jobs.list(("failed",), limit=limit, newest_first=True):
+        if job.updated < since:
+            break
+        name = Path(job.moved_to).name if job.moved_to else job.name
+        out.append({**_job_brief(job), "name": name,
+                    "hint": HINTS.get(job.reason_code or "", DEFAULT_HINT).format(name=name)})
+    return out
+
+
+def _ignored(conn: Any) -> dict[str, Any]:
+    import json
+
+    from autoclip import store
+    from autoclip.daemon import IGNORED_META
+
+    try:
+        data = json.loads(store.get_meta(conn, IGNORED_META) or "{}")
+    except ValueError:
+        data = {}
+    return {"count": int(data.get("count") or 0), "files": list(data.get("files") or [])}
 
 
 def _review_backlog(conn: Any) -> int:
@@ -172,7 +230,15 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         wait = f", retry {_ago(j['next_try'])}" if j["next_try"] and j["next_try"] > time.time() else ""
         print(f"queued    {j['file']}{wait}")
     for j in st["failures"]:
-        print(f"failed    {j['file']} ({j['code']}): {j['error']}")
+        print(f"failed    {j['name']} ({j['code']}): {j['error']}")
+        print(f"          -> {j['hint']}")
+    ign = st["ignored"]
+    if ign["count"]:
+        print(f"ignored   {ign['count']} file(s) in the inbox are not taken:")
+        for f in ign["files"][:5]:
+            print(f"          {f['file']}: {f['reason']}")
+        if ign["count"] > 5:
+            print(f"          ... and {ign['count'] - 5} more (`autoclip status --json` lists {len(ign['files'])})")
     print(f"review    {st['review_backlog']} pending")
     m = st["model"]
     if m:
@@ -184,6 +250,21 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     last = r["last"]
     print(f"retrain   last {_ago(last['started']) + ' ' + last['status'] if last else 'never'}; next {r['next_iso'] or 'off'}; "
           f"{r['new_labels']}/{r['min_new_labels']} new labels")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, ctx: Context) -> int:
+    from autoclip import store
+    from autoclip.jobs import JobStore
+
+    cfg = ctx.config
+    conn = store.connect(cfg.path("database"))
+    try:
+        dst = JobStore(cfg, conn).retry_failed(args.name)
+    finally:
+        conn.close()
+    how = "the daemon tries it again" if daemon_running(cfg) else "the daemon tries it again when it starts"
+    print(f"moved {args.name} back to {dst}: {how}")
     return 0
 
 
