@@ -169,6 +169,40 @@ class RenderConfig(Section):
     crf: int = Field(23, ge=0, le=51, description="encoder quality (lower: better and bigger)")
     audio_bitrate: str = Field("128k", description="AAC bitrate of reels")
     clips: bool = Field(False, description="also write each segment as its own file")
+    exports: list[Literal["edl", "fcpxml", "xml", "otio"]] = Field(
+        default_factory=lambda: ["edl", "fcpxml", "otio"],
+        description="editor timelines written beside the reel as NAME.edl (CMX 3600), NAME.fcpxml (Final Cut Pro X, Resolve), NAME.xml (FCP 7 XML: Premiere, Resolve), NAME.otio (OpenTimelineIO)",
+    )
+    loudness: float | Literal["none"] = Field(
+        -14.0, description="integrated loudness of reels, clips and shorts in LUFS (true peak at most -1 dBTP); \"none\": keep the source's levels",
+    )
+
+    @model_validator(mode="after")
+    def _loudness_range(self) -> RenderConfig:
+        if self.loudness != "none" and not -70.0 <= self.loudness <= -5.0:
+            raise ValueError(f"loudness {self.loudness} is outside -70..-5 LUFS (or \"none\")")
+        return self
+
+
+class ShortsConfig(Section):
+    """Vertical shorts of a reel's best segments (NAME.shorts/01.mp4 ..., shorts.json)."""
+
+    count: int = Field(3, ge=0, le=50, description="how many of the reel's best segments become shorts (0: none)")
+    size: str = Field("1080x1920", pattern=r"^\d{2,4}x\d{2,4}$", description="WIDTHxHEIGHT of a short in pixels (even numbers)")
+    layout: Literal["stacked", "game"] = Field("stacked", description="\"stacked\": the face cam (the VOD's crop box) on top, the game below; \"game\": the game only (also used when a VOD has no crop set)")
+    game_box: CropBox | None = Field(None, description="the part of the game kept [x, y, w, h]; unset: the centre of the frame at full height (trimmed to the aspect of the area it fills)")
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        w, h = (int(v) for v in self.size.split("x"))
+        return w - w % 2, h - h % 2
+
+    @model_validator(mode="after")
+    def _portrait_enough(self) -> ShortsConfig:
+        w, h = self.dimensions
+        if min(w, h) < 64:
+            raise ValueError(f"size {self.size} is too small (at least 64 pixels each way)")
+        return self
 
 
 class ReviewConfig(Section):
@@ -223,6 +257,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     render: RenderConfig = Field(default_factory=RenderConfig)
+    shorts: ShortsConfig = Field(default_factory=ShortsConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)

@@ -89,20 +89,20 @@ def process_vod(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.P
                 progress: bool = True, conn: sqlite3.Connection | None = None) -> dict[str, Any]:
     """Score, select and render one VOD; queue its review items. Returns the `process --json` dict."""
     path, info, scores, jdir, fp = score_job(vod, cfg, job_dir=job_dir, progress=progress)
-    result = _select_and_render(path, scores, cfg, jdir, fp, info.fps, info.height, info.has_audio)
+    result = _select_and_render(path, scores, cfg, jdir, fp, info.fps, info.height, info.has_audio, info.width)
     _enqueue_review(cfg, conn, result, scores, fp)
     return result
 
 
 def _select_and_render(vod: Path, scores, cfg: Config, jdir: Path, fp: str, fps: float, height: int,
-                       has_audio: bool) -> dict[str, Any]:
+                       has_audio: bool, width: int | None = None) -> dict[str, Any]:
     from autoclip.render import reel_name, render_reel
 
     segments = select(scores.times, scores.scores, cfg.selection, duration=scores.duration,
                       loudness=scores.loudness)
     log.info("%s: %d segments selected (%.1f s)", vod.name, len(segments), sum(s.length for s in segments))
     rendered = render_reel(vod, segments, cfg, name=reel_name(vod, jdir.name), src_fps=fps, src_height=height,
-                           has_audio=has_audio,
+                           has_audio=has_audio, src_width=width, vod_duration=scores.duration,
                            meta={"job": jdir.name, "model": scores.model_id, "fingerprint": fp})
     return _result(vod, segments, rendered, jdir, scores.model_id)
 
@@ -120,6 +120,9 @@ def _result(vod: Path, segments: list[Segment], rendered, jdir: Path, model_id: 
         "edl": str(rendered.edl) if rendered.edl else None,
         "chapters": str(rendered.chapters) if rendered.chapters else None,
         "clips": [str(c) for c in rendered.clips],
+        "exports": {k: str(v) for k, v in rendered.exports.items()},
+        "shorts": [str(p) for p in rendered.shorts],
+        "shorts_file": str(rendered.shorts_file) if rendered.shorts_file else None,
     }
 
 
@@ -165,4 +168,4 @@ def render_job(job_dir: str | os.PathLike[str], cfg: Config) -> dict[str, Any]:
     probe = record.get("probe") or {}
     return _select_and_render(vod, scores, cfg, jdir, record["fingerprint"], float(probe.get("fps") or 30.0),
                               int(probe.get("height") or cfg.render.height or 720),
-                              bool(probe.get("has_audio", True)))
+                              bool(probe.get("has_audio", True)), int(probe.get("width") or 0) or None)

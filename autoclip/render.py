@@ -1,15 +1,18 @@
-"""Rendering a reel: pure ffmpeg command builders and cut-list writers, plus a runner.
+"""Rendering a reel, its shorts and its editor timelines; the one ffmpeg runner.
 
 Each segment is cut with *input* seeking (``-ss`` before ``-i``, ``-t`` after), so ffmpeg jumps
 to the keyframe before the segment, decodes only from there and re-encodes the exact range: a
 reel costs time in proportion to its own length, never the VOD's. Every clip is encoded with
 identical settings (size, frame rate, pixel format, 48 kHz stereo AAC; a silent track is made
-when the VOD has none), so the concat demuxer can join them with a stream copy.
+when the VOD has none), so the concat demuxer can join them with a stream copy. The filter
+graphs are built with ffmpeg-python (``autoclip.graphs``); loudness is measured per segment
+(audio only) and corrected in the same encode (``autoclip.loudness``).
 
-Overlay text goes through a text file (``textfile=``) with drawtext's own escaping, and every
-path inside a filter graph is escaped at both levels, so any file name works. Outputs appear
-atomically in the reels folder (``fsutil.atomic_path``); the cut list is also written as
-``segments.json``, a CMX 3600 EDL and chapters (in the MP4 and as a text file).
+Overlay text goes through a text file (``textfile=``) with drawtext's own escaping, so any file
+name works. Outputs appear atomically in the reels folder (``fsutil.atomic_path``): the reel,
+``segments.json``, chapters (in the MP4 and as a text file), the editor timelines of
+``[render] exports`` made from one OpenTimelineIO timeline (``autoclip.timeline``) and the
+vertical shorts (``autoclip.shorts``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import subprocess
 import tempfile
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from autoclip import graphs
 from autoclip.config import Config, RenderConfig
 from autoclip.errors import ConfigError, DiskFullError, MediaError
 from autoclip.fsutil import TMP_PREFIX, atomic_path, atomic_write_json, atomic_write_text
@@ -34,7 +38,7 @@ from autoclip.selection import Segment
 
 log = logging.getLogger(__name__)
 
-AUDIO_RATE = 48000
+AUDIO_RATE = graphs.AUDIO_RATE
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
@@ -55,14 +59,6 @@ def hms(t: float) -> str:
     """HH:MM:SS of a time in seconds."""
     s = int(max(0.0, t))
     return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def timecode(t: float, fps: float) -> str:
-    """Non-drop-frame SMPTE timecode HH:MM:SS:FF (frames counted at the rounded rate)."""
-    base = max(1, round(fps))
-    n = int(round(max(0.0, t) * fps))
-    f, s = n % base, n // base
-    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}:{f:02d}"
 
 
 def safe_name(text: str, limit: int = 80) -> str:
@@ -154,19 +150,6 @@ def chapters_text(segments: Sequence[Segment], fps: float) -> str:
     return "\n".join(rows) + ("\n" if rows else "")
 
 
-def edl(segments: Sequence[Segment], fps: float, title: str, vod_name: str) -> str:
-    """A CMX 3600 edit decision list: source in/out in VOD time, record in/out in reel time."""
-    lines = [f"TITLE: {printable(title)[:70]}", "FCM: NON-DROP FRAME", ""]
-    for i, (s, (a, b)) in enumerate(zip(segments, reel_offsets(segments, fps), strict=True), 1):
-        src_out = s.start + (b - a)
-        lines.append(f"{i:03d}  {'AX':<8} {'AA/V':<5} {'C':<8} {timecode(s.start, fps)} {timecode(src_out, fps)} "
-                     f"{timecode(a, fps)} {timecode(b, fps)}")
-        lines.append(f"* FROM CLIP NAME: {printable(vod_name)}")
-        lines.append(f"* COMMENT: score {s.score:.3f}")
-        lines.append("")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------
 # Commands (pure)
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +190,21 @@ def output_fps(fps: float) -> str:
     return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
 
 
+#: frame rates editors and SMPTE timecode support
+STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 120.0)
+
+
+def edit_rate(fps: float) -> float:
+    """The reel's (and its timeline's) frame rate for a VOD of ``fps``: its own rate when that is
+    a standard editing rate (24, 25, 30, 60 and their NTSC variants...), else the nearest
+    standard one (a variable-frame-rate VOD's average rate rarely is one)."""
+    exact = float(Fraction(output_fps(fps)))
+    nearest = min(STANDARD_RATES, key=lambda r: (abs(r - exact) / r, -r))
+    if abs(nearest - exact) / nearest < 0.002:
+        return exact
+    return float(Fraction(output_fps(nearest)))
+
+
 def find_font(configured: str) -> str | None:
     if configured:
         if not Path(configured).is_file():
@@ -219,7 +217,7 @@ def clip_settings(rcfg: RenderConfig, *, src_fps: float, src_height: int, has_au
                   ffmpeg: str = "ffmpeg") -> ClipSettings:
     height = min(rcfg.height, src_height) if rcfg.height else src_height
     return ClipSettings(
-        fps=output_fps(src_fps), height=max(2, height - height % 2), has_audio=has_audio,
+        fps=output_fps(edit_rate(src_fps)), height=max(2, height - height % 2), has_audio=has_audio,
         font=find_font(rcfg.font) if rcfg.overlay else None,
         font_size=max(8, round(rcfg.font_size * height / 720)), fade=rcfg.fade, overlay=rcfg.overlay,
         video_codec=rcfg.video_codec, preset=rcfg.preset, crf=rcfg.crf, audio_bitrate=rcfg.audio_bitrate,
@@ -227,63 +225,20 @@ def clip_settings(rcfg: RenderConfig, *, src_fps: float, src_height: int, has_au
     )
 
 
-def _url(path: str | os.PathLike[str]) -> str:
-    return "file:" + os.path.abspath(os.fspath(path))
-
-
-def video_filter(st: ClipSettings, textfile: str | os.PathLike[str] | None) -> str:
-    parts = [f"scale=-2:{st.height}", "setsar=1", f"fps={st.fps}"]
-    if textfile is not None:
-        pad = max(4, st.font_size // 2)
-        opts = [f"textfile={escape_value(os.path.abspath(os.fspath(textfile)))}", f"fontsize={st.font_size}",
-                "fontcolor=white", "box=1", "boxcolor=black@0.55", f"boxborderw={max(2, pad // 2)}",
-                f"x={pad}", f"y={pad}"]
-        if st.font:
-            opts.insert(0, f"fontfile={escape_value(st.font)}")
-        parts.append("drawtext=" + ":".join(opts))
-    parts.append("format=yuv420p")
-    return ",".join(parts)
-
-
-def audio_filter(st: ClipSettings, duration: float) -> str:
-    parts = [f"aresample={AUDIO_RATE}", f"aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"]
-    fade = min(st.fade, duration / 3)
-    if fade > 0:
-        parts += [f"afade=t=in:st=0:d={fade:.3f}", f"afade=t=out:st={duration - fade:.3f}:d={fade:.3f}"]
-    return ",".join(parts)
+_url = graphs.url
 
 
 def clip_command(vod: str | os.PathLike[str], segment: Segment, out: str | os.PathLike[str], st: ClipSettings,
-                 textfile: str | os.PathLike[str] | None = None) -> list[str]:
+                 textfile: str | os.PathLike[str] | None = None, gain: graphs.Gain | None = None) -> list[str]:
     """ffmpeg arguments cutting ``segment`` from ``vod`` (input seeking) and re-encoding it."""
-    dur = clip_duration(segment, st.fps_value)
-    cmd = [st.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
-           "-protocol_whitelist", "file", "-ss", f"{segment.start:.3f}", "-i", _url(vod)]
-    if st.has_audio:
-        a_in = "[0:a:0]"
-    else:
-        cmd += ["-f", "lavfi", "-i", f"anullsrc=channel_layout=stereo:sample_rate={AUDIO_RATE}"]
-        a_in = "[1:a]"
-    graph = f"[0:v:0]{video_filter(st, textfile)}[v];{a_in}{audio_filter(st, dur)}[a]"
-    cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", f"{dur:.6f}",
-            "-c:v", st.video_codec, "-preset", st.preset, "-crf", str(st.crf),
-            "-c:a", "aac", "-b:a", st.audio_bitrate, "-ar", str(AUDIO_RATE), "-ac", "2",
-            "-video_track_timescale", "90000", "-map_metadata", "-1", "-map_chapters", "-1",
-            "-sn", "-dn", "-f", "mp4", os.path.abspath(os.fspath(out))]
-    return cmd
+    graph = graphs.clip_graph(vod, segment, out, st, clip_duration(segment, st.fps_value), textfile, gain)
+    return graphs.compile_args(graph, st.ffmpeg)
 
 
 def concat_command(list_file: str | os.PathLike[str], out: str | os.PathLike[str],
                    metadata: str | os.PathLike[str] | None = None, ffmpeg: str = "ffmpeg") -> list[str]:
     """Join clips listed in ``list_file`` by stream copy; embed chapters from ``metadata``."""
-    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
-           "-protocol_whitelist", "file", "-f", "concat", "-safe", "0", "-i", _url(list_file)]
-    if metadata is not None:
-        cmd += ["-protocol_whitelist", "file", "-f", "ffmetadata", "-i", _url(metadata),
-                "-map_metadata", "1", "-map_chapters", "1"]
-    cmd += ["-map", "0:v", "-map", "0:a", "-c", "copy", "-movflags", "+faststart", "-f", "mp4",
-            os.path.abspath(os.fspath(out))]
-    return cmd
+    return graphs.compile_args(graphs.concat_graph(list_file, out, metadata), ffmpeg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,17 +246,20 @@ def concat_command(list_file: str | os.PathLike[str], out: str | os.PathLike[str
 # ---------------------------------------------------------------------------------------------
 
 
-def run_ffmpeg(cmd: list[str], what: str) -> None:
-    """Run ffmpeg; MediaError (or DiskFullError) with the stderr tail on failure."""
+def run_ffmpeg(cmd: list[str], what: str, timeout: float | None = None) -> str:
+    """Run ffmpeg; returns its log (stderr). MediaError (or DiskFullError) with the stderr tail on
+    failure, MediaError when it runs past ``timeout`` seconds (it is killed)."""
     log.debug("run %s", cmd)
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, check=False)
+                              stderr=subprocess.PIPE, check=False, timeout=timeout)
     except FileNotFoundError:
         raise MediaError(f"{cmd[0]} not found: install ffmpeg (apt-get install ffmpeg)", code="no_ffmpeg") from None
-    if proc.returncode == 0:
-        return
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"ffmpeg ran past {timeout:.0f} s while {what}; the file may be damaged", code="render") from None
     err = proc.stderr.decode("utf-8", "replace").strip()
+    if proc.returncode == 0:
+        return err
     tail = "\n".join(err.splitlines()[-_STDERR_TAIL:])
     last = err.splitlines()[-1].strip() if err else f"exit {proc.returncode}"
     if "No space left on device" in err:
@@ -318,23 +276,52 @@ class RenderResult:
     edl: Path | None
     chapters: Path | None
     clips: list[Path]
+    exports: dict[str, Path] = field(default_factory=dict)
+    shorts: list[Path] = field(default_factory=list)
+    shorts_file: Path | None = None
 
 
 def _outputs(reels: Path, name: str) -> dict[str, Path]:
-    return {"reel": reels / f"{name}.mp4", "segments": reels / f"{name}.segments.json",
-            "edl": reels / f"{name}.edl", "chapters": reels / f"{name}.chapters.txt",
-            "clips": reels / f"{name}.clips"}
+    from autoclip.timeline import EXPORTS
+
+    out = {"reel": reels / f"{name}.mp4", "segments": reels / f"{name}.segments.json",
+           "chapters": reels / f"{name}.chapters.txt", "clips": reels / f"{name}.clips",
+           "shorts": reels / f"{name}.shorts"}
+    out.update({f"export:{k}": reels / f"{name}{suffix}" for k, (_a, suffix) in EXPORTS.items()})
+    return out
 
 
-def _remove_stale(out: dict[str, Path]) -> None:
-    for key in ("reel", "edl", "chapters"):
-        out[key].unlink(missing_ok=True)
-    if out["clips"].is_dir():
-        shutil.rmtree(out["clips"], ignore_errors=True)
+def _remove_stale(out: dict[str, Path], keep: Sequence[str] = ()) -> None:
+    """Remove earlier outputs of this name except those in ``keep``."""
+    for key, path in out.items():
+        if key in keep or key == "segments":
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def segment_gains(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg: Config,
+                  st: ClipSettings) -> dict[int, graphs.Gain] | None:
+    """The loudness gain of each segment (1-based), from its own audio measured once; None when
+    ``[render] loudness = "none"`` or the VOD has no audio."""
+    from autoclip import loudness
+
+    target = cfg.render.loudness
+    if target == "none" or not st.has_audio:
+        return None
+    gains = {}
+    for i, seg in enumerate(segments, 1):
+        measured = loudness.measure(vod, seg.start, clip_duration(seg, st.fps_value), st.ffmpeg)
+        gains[i] = loudness.gain_for(measured, float(target))
+        log.debug("segment %d: %.1f LUFS, %.1f dBTP -> gain %+.1f dB%s", i, measured.integrated,
+                  measured.true_peak, gains[i].db, " + limiter" if gains[i].limit else "")
+    return gains
 
 
 def render_clips(vod: str | os.PathLike[str], segments: Sequence[Segment], st: ClipSettings,
-                 work: Path) -> list[Path]:
+                 work: Path, gains: dict[int, graphs.Gain] | None = None) -> list[Path]:
     """Encode each segment to ``work``/NN.mp4; returns the clip paths in order."""
     clips = []
     for i, seg in enumerate(segments, 1):
@@ -344,31 +331,46 @@ def render_clips(vod: str | os.PathLike[str], segments: Sequence[Segment], st: C
             textfile.write_text(overlay_text(st.overlay, vod=os.fspath(vod), segment=seg, index=i), encoding="utf-8")
         out = work / f"{i:03d}-{hms(seg.start).replace(':', '')}.mp4"
         log.info("clip %d/%d: %s-%s (score %.2f)", i, len(segments), hms(seg.start), hms(seg.end), seg.score)
-        run_ffmpeg(clip_command(vod, seg, out, st, textfile), f"cutting clip {i} ({hms(seg.start)})")
+        run_ffmpeg(clip_command(vod, seg, out, st, textfile, (gains or {}).get(i)),
+                   f"cutting clip {i} ({hms(seg.start)})", timeout=120 + 30 * clip_duration(seg, st.fps_value))
         clips.append(out)
     return clips
 
 
-def _publish_clips(clips: list[Path], target: Path) -> list[Path]:
+def _publish_dir(files: list[Path], target: Path) -> list[Path]:
+    """Move ``files`` into a fresh folder that replaces ``target`` in one rename."""
     staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=target.parent))
-    for c in clips:  # the reel is joined already: move, do not copy
+    for c in files:  # the reel is joined already: move, do not copy
         os.replace(c, staging / c.name)
     if target.is_dir():
         old = target.with_name(f"{TMP_PREFIX}old-{target.name}")
         os.replace(target, old)
         shutil.rmtree(old, ignore_errors=True)
     os.replace(staging, target)
-    return [target / c.name for c in clips]
+    return [target / c.name for c in files]
+
+
+def _frame_size(vod: str | os.PathLike[str], cfg: Config, src_width: int | None, src_height: int) -> tuple[int, int]:
+    if src_width:
+        return src_width, src_height
+    from autoclip import media
+
+    info = media.probe(vod, cfg.media)
+    return info.width, info.height
 
 
 def render_reel(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg: Config, *,
                 name: str, src_fps: float, src_height: int, has_audio: bool,
-                meta: dict | None = None) -> RenderResult:
-    """Cut, join and publish the reel of ``segments`` and its cut lists under cfg.path("reels").
+                meta: dict | None = None, src_width: int | None = None,
+                vod_duration: float | None = None) -> RenderResult:
+    """Cut, join and publish the reel of ``segments``, its timelines and shorts under cfg.path("reels").
 
     ``meta`` (vod, model, job...) goes into segments.json. With no segments, only segments.json
     (an empty list) is written and any earlier reel of the same name is removed.
     """
+    from autoclip import shorts as shorts_mod
+    from autoclip import timeline
+
     reels = cfg.path("reels")
     reels.mkdir(parents=True, exist_ok=True)
     out = _outputs(reels, name)
@@ -383,21 +385,34 @@ def render_reel(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg: C
         atomic_write_json(out["segments"], doc)
         log.info("no highlights found in %s: wrote %s, no reel", Path(vod).name, out["segments"].name)
         return RenderResult(name, None, out["segments"], None, None, [])
+    plan = shorts_mod.plan(vod, segments, cfg, _frame_size(vod, cfg, src_width, src_height)) \
+        if cfg.shorts.count else None
+    rate = timeline.edit_rate(src_fps)
+    tl = timeline.build(vod, segments, rate=rate, name=name, vod_duration=vod_duration or max(s.end for s in segments),
+                        clip_lengths=[b - a for a, b in offsets])
     work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=reels))
     try:
-        clips = render_clips(vod, segments, st, work)
+        gains = segment_gains(vod, segments, cfg, st)
+        clips = render_clips(vod, segments, st, work, gains)
+        short_entries, short_files = [], []
+        if plan is not None:
+            (work / "shorts").mkdir()
+            short_entries, short_files = shorts_mod.render_shorts(vod, plan, st, cfg, work / "shorts", gains)
+            short_files.append(work / "shorts" / "shorts.json")
+            atomic_write_json(short_files[-1], shorts_mod.shorts_doc(vod, name, plan, short_entries))
         (work / "list.ffconcat").write_text(concat_list(clips), encoding="utf-8")
         (work / "chapters.ffmeta").write_text(ffmetadata(segments, st.fps_value, Path(vod).name), encoding="utf-8")
         with atomic_path(out["reel"]) as tmp:
             run_ffmpeg(concat_command(work / "list.ffconcat", tmp, work / "chapters.ffmeta", st.ffmpeg),
-                       "joining the reel")
+                       "joining the reel", timeout=120 + 2 * offsets[-1][1])
             # everything expensive succeeded: the cut lists, then the reel itself (renamed last)
             atomic_write_json(out["segments"], doc)
-            atomic_write_text(out["edl"], edl(segments, st.fps_value, name, Path(vod).name))
+            exports = timeline.write_exports(tl, reels, name, cfg.render.exports)
             atomic_write_text(out["chapters"], chapters_text(segments, st.fps_value))
-            published = _publish_clips(clips, out["clips"]) if cfg.render.clips else []
-            if not cfg.render.clips and out["clips"].is_dir():
-                shutil.rmtree(out["clips"], ignore_errors=True)
+            published = _publish_dir(clips, out["clips"]) if cfg.render.clips else []
+            shorts = _publish_dir(short_files, out["shorts"]) if short_files else []
+            _remove_stale(out, keep=["reel", "chapters", *(["clips"] if published else []),
+                                     *(["shorts"] if shorts else []), *(f"export:{k}" for k in exports)])
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(f"disk full while rendering into {reels}: free space; the job is retried later") from err
@@ -405,8 +420,10 @@ def render_reel(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg: C
     finally:
         shutil.rmtree(work, ignore_errors=True)
     total = offsets[-1][1]
-    log.info("reel %s: %d segments, %.1f s", out["reel"].name, len(segments), total)
-    return RenderResult(name, out["reel"], out["segments"], out["edl"], out["chapters"], published)
+    log.info("reel %s: %d segments, %.1f s; %d shorts; timelines: %s", out["reel"].name, len(segments), total,
+             len(short_entries), ", ".join(exports) or "none")
+    return RenderResult(name, out["reel"], out["segments"], exports.get("edl"), out["chapters"], published,
+                        exports, [p for p in shorts if p.suffix == ".mp4"], out["shorts"] / "shorts.json" if shorts else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoclip import config, media, render, synth
+from autoclip import config, media, render, synth, timeline
 from autoclip.errors import ConfigError, DiskFullError, MediaError
 from autoclip.fsutil import TMP_PREFIX
 from autoclip.selection import Segment
@@ -22,10 +22,8 @@ HOSTILE = "-it's a \"reel\" [x],y;z%d ストリーム"
 # ---------------------------------------------------------------------------------------------
 
 
-def test_hms_and_timecode():
+def test_hms():
     assert render.hms(3725.9) == "01:02:05"
-    assert render.timecode(3725.5, 30) == "01:02:05:15"
-    assert render.timecode(100.0, 30000 / 1001) == "00:01:39:27"  # NDF: 2997 frames counted 30 a second
 
 
 def test_safe_reel_names():
@@ -61,13 +59,6 @@ def test_overlay_text_fields_and_escaping():
 def test_cut_lists():
     segs = [Segment(100.0, 108.0, 0.9, 104.0), Segment(3600.5, 3610.5, 0.75, 3605.0)]
     assert render.reel_offsets(segs, 30) == [(0.0, 8.0), (8.0, 18.0)]
-    edl = render.edl(segs, 30, "myreel", "vod.mkv").splitlines()
-    assert edl[:2] == ["TITLE: myreel", "FCM: NON-DROP FRAME"]
-    events = [ln for ln in edl if ln[:3].isdigit()]
-    assert events == [
-        "001  AX       AA/V  C        00:01:40:00 00:01:48:00 00:00:00:00 00:00:08:00",
-        "002  AX       AA/V  C        01:00:00:15 01:00:10:15 00:00:08:00 00:00:18:00",
-    ]
     meta = render.ffmetadata(segs, 30, "a=b;c")
     assert meta.startswith(";FFMETADATA1\ntitle=a\\=b\\;c\n")
     assert "START=8000\nEND=18000" in meta
@@ -81,11 +72,11 @@ def test_clip_command_uses_input_seeking_and_whitelist():
     i = cmd.index("-i")
     assert cmd[i + 1] == "file:/v/-x.mp4"
     assert cmd[i - 2:i] == ["-ss", "10.000"]  # -ss before -i: input seeking
-    assert cmd.index("-protocol_whitelist") < i and "-nostdin" in cmd
+    assert cmd.index("-protocol_whitelist") < i and "-nostdin" in cmd and cmd[-1] == "-y"
     assert "anullsrc=channel_layout=stereo:sample_rate=48000" in cmd  # silent track when no audio
     assert cmd[cmd.index("-t") + 1] == f"{round(8 * 30000 / 1001) / (30000 / 1001):.6f}"
     graph = cmd[cmd.index("-filter_complex") + 1]
-    assert "scale=-2:720" in graph and "textfile=/t/o.txt" in graph and "afade=t=in" in graph
+    assert "scale=-2:720" in graph and "textfile=/t/o.txt" in graph and "afade=d=0.150:st=0:t=in" in graph
 
 
 def test_output_never_upscales():
@@ -110,7 +101,8 @@ def vods(tmp_path_factory):
 def deployment(tmp_path: Path, **render_cfg) -> config.Config:
     root = tmp_path / "deploy 'here'"
     root.mkdir(parents=True, exist_ok=True)
-    cfg = config.from_dict({"render": {"height": 180, "preset": "ultrafast", **render_cfg}}, root=root)
+    cfg = config.from_dict({"render": {"height": 180, "preset": "ultrafast", **render_cfg}, "shorts": {"count": 0}},
+                          root=root)
     cfg.ensure_dirs()
     return cfg
 
@@ -155,8 +147,11 @@ def test_reel_duration_cut_lists_and_hostile_names(vods, tmp_path):
     doc = json.loads(res.segments_file.read_text())
     assert doc["vod"] == str(vod.path) and doc["model"] == "m-test" and doc["reel"] == str(res.reel)
     assert [(d["start"], d["end"], d["score"]) for d in doc["segments"]] == [(s.start, s.end, s.score) for s in segs]
-    edl = res.edl.read_text()
-    assert edl.count("* FROM CLIP NAME: " + vod.path.name) == 3
+    assert sorted(res.exports) == ["edl", "fcpxml", "otio"] and res.edl == res.exports["edl"]
+    for path in res.exports.values():  # the VOD's hostile name survives every timeline
+        back = timeline.read(path, 30.0)
+        urls = {c.media_reference.target_url for c in back.find_clips()}
+        assert [timeline.vod_path(u) for u in urls] == [vod.path], path
     assert len(res.chapters.read_text().splitlines()) == 3
     assert no_temp_files(reels)
 
@@ -196,7 +191,7 @@ def test_failure_leaves_previous_reel_and_no_partial(vods, tmp_path):
     assert good.reel.read_bytes() == before
     assert json.loads(good.segments_file.read_text())["segments"][0]["start"] == 2.0
     assert sorted(p.name for p in cfg.path("reels").iterdir()) == [
-        "reel.chapters.txt", "reel.edl", "reel.mp4", "reel.segments.json"]
+        "reel.chapters.txt", "reel.edl", "reel.fcpxml", "reel.mp4", "reel.otio", "reel.segments.json"]
 
 
 def test_no_segments_writes_empty_list_and_removes_stale_reel(vods, tmp_path):
@@ -247,4 +242,5 @@ def test_non_utf8_file_name(vods, tmp_path):
                              src_height=info.height, has_audio=info.has_audio)
     assert name == "bad_name-job1" and res.reel.exists()
     assert json.loads(res.segments_file.read_text())["vod"] == str(path)
-    assert "FROM CLIP NAME: bad? name.mp4" in res.edl.read_text()
+    back = timeline.read(res.exports["otio"], 30.0)
+    assert {timeline.vod_path(c.media_reference.target_url) for c in back.find_clips()} == {path}
