@@ -89,7 +89,10 @@ def process_vod(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.P
                 progress: bool = True, conn: sqlite3.Connection | None = None) -> dict[str, Any]:
     """Score, select and render one VOD; queue its review items. Returns the `process --json` dict."""
     path, info, scores, jdir, fp = score_job(vod, cfg, job_dir=job_dir, progress=progress)
-    result = _select_and_render(path, scores, cfg, jdir, fp, info.fps, info.height, info.has_audio, info.width)
+    from autoclip.render import source_rate
+
+    fps = source_rate(info.fps, info.vfr, info.nominal_fps)
+    result = _select_and_render(path, scores, cfg, jdir, fp, fps, info.height, info.has_audio, info.width)
     _enqueue_review(cfg, conn, result, scores, fp)
     return result
 
@@ -166,6 +169,9 @@ def render_job(job_dir: str | os.PathLike[str], cfg: Config) -> dict[str, Any]:
     scores = Scores.load(jdir / SCORES)
     vod = _find_vod(record, cfg)
     probe = record.get("probe") or {}
-    return _select_and_render(vod, scores, cfg, jdir, record["fingerprint"], float(probe.get("fps") or 30.0),
+    from autoclip.render import source_rate
+
+    fps = source_rate(float(probe.get("fps") or 30.0), bool(probe.get("vfr")), float(probe.get("nominal_fps") or 0.0))
+    return _select_and_render(vod, scores, cfg, jdir, record["fingerprint"], fps,
                               int(probe.get("height") or cfg.render.height or 720),
                               bool(probe.get("has_audio", True)), int(probe.get("width") or 0) or None)

@@ -205,6 +205,14 @@ def edit_rate(fps: float) -> float:
     return float(Fraction(output_fps(nearest)))
 
 
+def source_rate(fps: float, vfr: bool = False, nominal: float = 0.0) -> float:
+    """The frame rate a reel is made at: a variable-rate VOD's nominal rate when that is a
+    standard one (what the recording was set to; its average is not), else its average rate."""
+    if vfr and nominal and any(abs(nominal - r) / r < 0.002 for r in STANDARD_RATES):
+        return nominal
+    return fps
+
+
 def find_font(configured: str) -> str | None:
     if configured:
         if not Path(configured).is_file():

@@ -51,6 +51,8 @@ class ProbeInfo:
     start_time: float = 0.0
     #: seconds from the file's start where the video stream ends, if the container says
     video_end: float | None = None
+    #: the stream's nominal frame rate (r_frame_rate), which a variable-rate recording was set to
+    nominal_fps: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,6 +238,7 @@ def probe(path: str | os.PathLike[str], media: MediaConfig | None = None) -> Pro
         channels=int(audio["channels"]) if audio and audio.get("channels") else None,
         start_time=start,
         video_end=(v_dur + (v_start if v_start is not None else start) - start) if v_dur else None,
+        nominal_fps=round(real or fps, 3),
     )
 
 
