@@ -108,6 +108,13 @@ class ModelConfig(Section):
     pretrained: str = Field("none", description="'imagenet' (torchvision weights from the local cache or download), 'none', or a path to a state dict")
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the fusion head")
     threads: int = Field(2, ge=1, le=64, description="torch CPU threads")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where scoring runs the model: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu' or 'cuda'")
+
+
+class ScoringConfig(Section):
+    """How a VOD's frames are scored."""
+
+    mode: Literal["cascade", "dense"] = Field("cascade", description="'cascade': an audio-only gate over the whole VOD, then frames decoded and scored only where it passes (plus margins); 'dense': every sampled frame decoded and scored")
 
 
 class TrainConfig(Section):
@@ -254,6 +261,7 @@ class Config(Section):
     audio: AudioConfig = Field(default_factory=AudioConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     render: RenderConfig = Field(default_factory=RenderConfig)

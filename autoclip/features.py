@@ -8,6 +8,7 @@ it, so overlapping windows are not recomputed and memory stays bounded by the ba
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,6 +107,12 @@ def silent_mels(n: int, audio: AudioConfig) -> np.ndarray:
     return np.full((n, audio.n_mels, mel_frames(audio)), col, dtype=np.float32)
 
 
+def aligned_audio_start(t: float, hop: float = 0.05) -> float:
+    """``t`` rounded down onto the loudness-track grid (``AudioStream``'s 20 Hz blocks), so the
+    loudness of ranges read separately lines up with a whole-VOD read."""
+    return max(0.0, math.floor(t / hop + 1e-9) * hop)
+
+
 def rms_db(samples: np.ndarray) -> float:
     if len(samples) == 0:
         return _SILENT_DB
@@ -149,7 +156,7 @@ class SampleReader:
         margin = a.window / 2 + 0.05  # a window may start half a hop before its centre - window / 2
         stream = None
         if self.info.has_audio:
-            stream = media.AudioStream(self.path, a.sample_rate, max(0.0, self.start - margin),
+            stream = media.AudioStream(self.path, a.sample_rate, aligned_audio_start(self.start - margin),
                                        None if self.end is None else self.end + margin, self.cfg.media)
         frames = media.iter_frames(self.path, fps=self.cfg.frames.fps, size=self.cfg.frames.size,
                                    crop=self.crop, batch=self.batch, start=self.start, end=self.end,

@@ -295,11 +295,15 @@ def logits(net: HighlightNet, frames_uint8: np.ndarray | None, mels: np.ndarray 
     was_training = net.training
     net.eval()
     out = []
+    device = net.mean.device  # [model] device: the net was moved there
     try:
         with torch.inference_mode():
             for i in range(0, n, batch):
                 f = frames_to_tensor(frames_uint8[i : i + batch], dims.size) if dims.uses_frames else None
                 m = mels_to_tensor(mels[i : i + batch]) if dims.uses_audio else None
+                if device.type != "cpu":
+                    f = None if f is None else f.to(device)
+                    m = None if m is None else m.to(device)
                 out.append(net(f, m).float().cpu().numpy())
     finally:
         net.train(was_training)

@@ -80,7 +80,7 @@ def score_job(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.Pat
         scores.save(jdir / SCORES)
         atomic_write_json(jdir / RECORD, {
             "vod": str(vod), "fingerprint": fp, "job": jdir.name, "model": loaded.id,
-            "probe": info.to_dict(), "scored": time.time(),
+            "probe": info.to_dict(), "scored": time.time(), "scoring": scores.stats,
         })
     return vod, info, scores, jdir, fp
 

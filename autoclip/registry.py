@@ -142,6 +142,7 @@ class Registry:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from autoclip import gate
         from autoclip.model import ModelDims, build_model, prepare_for_inference
 
         meta = self.verify(model_id)
@@ -149,6 +150,7 @@ class Registry:
         net = build_model(dims, "none")
         try:
             state = load_file(str(self.root / model_id / WEIGHTS))
+            gate.attach_for_load(net, state, meta)  # the audio gate of the scoring cascade, if trained
             net.load_state_dict(state)
         except (SafetensorError, RuntimeError, OSError) as err:
             raise ModelError(f"model {model_id}: weights do not load ({str(err).splitlines()[0][:120]}); retrain") from None

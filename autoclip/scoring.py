@@ -51,6 +51,9 @@ class Scores:
     model_id: str
     #: wall-clock breakdown of the scoring run (not saved)
     seconds: dict[str, float] = field(default_factory=dict, repr=False)
+    #: how the scores were computed: mode, and for cascade the fraction stage 2 decoded (not in
+    #: scores.npz; the job's process.json keeps it)
+    stats: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def loudness(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -134,12 +137,79 @@ class _Progress:
 def score_vod(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, *, progress: bool = True,
               info: ProbeInfo | None = None,
               on_batch: Callable[[float], None] | None = None) -> Scores:
-    """Score every sampled frame of ``path`` with ``loaded`` (a registry model)."""
-    from autoclip.features import SampleReader
-    from autoclip.model import predict, set_threads
+    """Score every sampled frame of ``path`` with ``loaded`` (a registry model), as
+    ``[scoring] mode`` says (``score_range`` over the whole VOD)."""
+    return score_range(path, cfg, loaded, progress=progress, info=info, on_batch=on_batch)
+
+
+def score_range(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, *, start: float = 0.0,
+                end: float | None = None, mode: str | None = None, progress: bool = True,
+                info: ProbeInfo | None = None, on_batch: Callable[[float], None] | None = None) -> Scores:
+    """Scores of the sampled frames of ``path`` in [start, end) (``end`` None: to the end).
+
+    The frames are those of a whole-VOD run that fall in the range (the same frame grid: first
+    frame of each 1/fps bin of presentation time), and so are their scores: audio windows come
+    from an absolute sample grid, and in cascade mode the gate is read ``cascade.context(cfg)``
+    seconds beyond the range on both sides, so the candidate windows inside it are the whole
+    run's. Scores of contiguous ranges, concatenated, are a whole run's up to float rounding of
+    the decoders after a seek. The loudness track of a range covers [start, end) only.
+    ``mode``: "dense" or "cascade" (default ``cfg.scoring.mode``); cascade falls back to dense,
+    with one log line, for a VOD without audio or a model without an audio gate.
+    ``Scores.stats`` records the mode used, and for cascade the fraction of the range stage 2 decoded.
+    """
+    from autoclip import media
+
+    info = info or media.probe(path, cfg.media)
+    mode = _effective_mode(mode or cfg.scoring.mode, path, info, loaded)
+    _to_device(loaded, cfg)
+    if mode == "cascade":
+        return _score_cascade(path, cfg, loaded, info, start, end, progress, on_batch)
+    return _score_dense(path, cfg, loaded, info, start, end, progress, on_batch)
+
+
+def _effective_mode(mode: str, path: str | os.PathLike[str], info: ProbeInfo, loaded: LoadedModel) -> str:
+    from autoclip import gate
+
+    if mode != "cascade":
+        return "dense"
+    if not info.has_audio:
+        log.info("%s has no audio: cascade scoring needs it, scoring every frame (dense) instead", Path(path).name)
+        return "dense"
+    if gate.threshold(loaded.meta) is None or not gate.has_gate(loaded.net):
+        log.info("model %s has no audio gate (trained before the cascade, or without validation highlights): "
+                 "scoring every frame (dense); retrain to get one", loaded.id)
+        return "dense"
+    return "cascade"
+
+
+def resolve_device(choice: str) -> str:
+    """``[model] device`` -> "cuda" or "cpu" ("auto": CUDA when torch sees a GPU)."""
+    import torch
+
+    if choice == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if choice == "cuda":
+        raise ModelError("model.device = 'cuda' but torch sees no CUDA GPU; set it to 'auto' or 'cpu'")
+    return "cpu"
+
+
+def _to_device(loaded: LoadedModel, cfg: Config) -> None:
+    from autoclip.model import set_threads
 
     set_threads(cfg.model.threads)
-    reader = SampleReader(path, cfg, info=info)
+    device = resolve_device(cfg.model.device)
+    if next(loaded.net.parameters()).device.type != device:
+        loaded.net.to(device)
+
+
+def _score_dense(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, info: ProbeInfo, start: float,
+                 end: float | None, progress: bool, on_batch: Callable[[float], None] | None) -> Scores:
+    from autoclip.features import SampleReader
+    from autoclip.model import predict
+
+    reader = SampleReader(path, cfg, start=start, end=end, info=info)
     duration = reader.info.duration
     bar = _Progress(Path(path).name, duration, progress)
     times, scores = [], []
@@ -156,7 +226,7 @@ def score_vod(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, *,
                 on_batch(float(batch.times[-1]))
     finally:
         elapsed = bar.close()
-    lt, ldb = reader.loudness_track
+    lt, ldb = _trim_track(reader.loudness_track, start, end)
     result = Scores(
         times=np.concatenate(times) if times else np.zeros(0),
         scores=np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32),
@@ -164,8 +234,45 @@ def score_vod(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, *,
         duration=duration, model_id=loaded.id,
     )
     result.seconds = {"total": elapsed, "model": model_s}
+    result.stats = {"mode": "dense", "frames": len(result.times), "stage2_fraction": 1.0}
     log.info("scored %s: %d frames in %.1f s (%.1fx real time; model %.1f s) with model %s", Path(path).name,
              len(result.times), elapsed, duration / max(elapsed, 1e-6), model_s, loaded.id)
+    return result
+
+
+def _trim_track(track: tuple[np.ndarray, np.ndarray], start: float, end: float | None) -> tuple[np.ndarray, np.ndarray]:
+    lt, ldb = track
+    if start <= 0 and end is None:
+        return lt, ldb
+    keep = (lt >= start) & (lt < (np.inf if end is None else end))
+    return lt[keep], ldb[keep]
+
+
+def _score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, info: ProbeInfo, start: float,
+                   end: float | None, progress: bool, on_batch: Callable[[float], None] | None) -> Scores:
+    from autoclip import gate
+    from autoclip.cascade import score_cascade
+
+    bar = _Progress(Path(path).name, info.duration, progress)
+
+    def step(position: float) -> None:
+        bar.update(position)
+        if on_batch is not None:
+            on_batch(position)
+
+    try:
+        res = score_cascade(path, cfg, loaded, info, start=start, end=end,
+                            threshold=gate.threshold(loaded.meta) or 0.0, on_batch=step, prefetch_depth=PREFETCH)
+    finally:
+        elapsed = bar.close()
+    lt, ldb = res.loudness
+    result = Scores(times=res.times, scores=res.scores, loudness_times=np.asarray(lt, dtype=np.float64),
+                    loudness_db=np.asarray(ldb, dtype=np.float32), duration=info.duration, model_id=loaded.id)
+    result.seconds = {"total": elapsed, "model": float(res.stats["model_s"]), "stage1": float(res.stats["stage1_s"])}
+    result.stats = res.stats
+    log.info("scored %s (cascade): %d frames in %.1f s (%.1fx real time); stage 2 decoded %.1f%% of it in %d "
+             "windows; model %s", Path(path).name, len(result.times), elapsed, info.duration / max(elapsed, 1e-6),
+             100 * float(res.stats["stage2_fraction"]), int(res.stats["windows"]), loaded.id)
     return result
 
 

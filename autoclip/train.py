@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from autoclip import augment, metrics
+from autoclip import augment, gate, metrics
 from autoclip.config import Config
 from autoclip.errors import LabelError, ModelError
 from autoclip.fsutil import TMP_PREFIX
@@ -374,9 +374,10 @@ def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: High
                    "train": {"clips": len(data["train"].clips), "samples": len(data["train"]),
                              "pseudo": int(np.sum(data["train"].clip_index < 0))},
                    "seconds": {"fit": fitted.seconds, "total": time.monotonic() - started}}
+    gate_info = gate.train_gate(net, data["train"], data["val"], seed=cfg.train.seed)  # saved as net.gate
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "plots-", dir=registry.root) as tmp:
         plots = _plots(Path(tmp), data, fitted, val_clips, val_frames, test_clips, val)
-        info = {"trigger": trigger, "config": {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
+        info = {"trigger": trigger, "gate": gate_info, "config": {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
                                                "frames": cfg.frames.model_dump(mode="json"),
                                                "audio": cfg.audio.model_dump()},
                 "summary": {"val_ap": val.get("ap"), "test_ap": test.get("ap"), "current_val_ap": current_ap},

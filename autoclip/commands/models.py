@@ -127,11 +127,23 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         s = m.get(split) or {}
         print(f"  {split:<5}      AP {_f(s.get('ap'))}  precision {_f(s.get('precision'))}  recall {_f(s.get('recall'))}"
               f"  F1 {_f(s.get('f1'))}  confusion {s.get('confusion')}  ({s.get('clips', 0)} clips)")
+    print(f"  gate       {_gate_line(meta)}")
     decision = meta.get("decision") or {}
     if decision:
         print(f"  decision   {decision.get('reason')}")
     print(f"  files      {', '.join(info['files'])}")
     return 0
+
+
+def _gate_line(meta: dict[str, Any]) -> str:
+    """The audio gate of the scoring cascade (autoclip/gate.py), as `models show` prints it."""
+    gate = meta.get("gate")
+    if not isinstance(gate, dict):
+        return "none (cascade scoring scores this model's VODs densely; retrain to get one)"
+    normal = gate.get("val_normal_pass")
+    return (f"threshold {gate['threshold']:.4f}: keeps {100 * gate['val_recall']:.1f}% of "
+            f"{gate['val_highlight_frames']} validation highlight frames (target {100 * gate['recall_target']:.0f}%)"
+            + ("" if normal is None else f" and {100 * normal:.0f}% of normal ones"))
 
 
 def cmd_promote(args: argparse.Namespace, ctx: Context) -> int:

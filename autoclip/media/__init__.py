@@ -12,7 +12,8 @@ All times are seconds from the file's start (its container start time), as ffmpe
 """
 
 from autoclip.media.decode import SCALE_FLAGS, AudioStream, FrameBatch, iter_frames, read_audio
+from autoclip.media.grid import frame_grid
 from autoclip.media.probe import ProbeInfo, check_complete, check_file, last_timestamp, probe
 
-__all__ = ["SCALE_FLAGS", "AudioStream", "FrameBatch", "ProbeInfo", "check_complete", "check_file",
+__all__ = ["SCALE_FLAGS", "AudioStream", "FrameBatch", "ProbeInfo", "check_complete", "check_file", "frame_grid",
            "iter_frames", "last_timestamp", "probe", "read_audio"]

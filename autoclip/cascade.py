@@ -1,0 +1,204 @@
+"""The audio-first scoring cascade (``[scoring] mode = "cascade"``).
+
+Stage 1 decodes only the audio of the range (no video decode at all), takes every sampled frame
+time from the video packets' timestamps (``media.frame_grid``, exactly the times a decode gives),
+computes each time's log-mel window and runs the model's audio gate (``autoclip.gate``) on it.
+
+Stage 2 decodes frames only inside the candidate windows: every time whose gate probability
+reaches the model's stored threshold, widened by ``margin(cfg)`` on each side (so the selection's
+smoothing sees full-model scores around anything the model may rate high) and merged across gaps
+under ``MERGE_GAP`` (a seek there would decode the gap anyway). Each window is read with input
+seeking (``features.SampleReader`` on that range) and scored by the full model, as dense scoring
+does. Times outside every window get ``OUTSIDE_CAP x low_threshold x gate / threshold``: below
+the selection thresholds, in the gate's order.
+
+Whether a time is in a window depends only on gate values within ``context(cfg)`` seconds of
+it, so a range scored with that much context on each side gets the windows, and so the scores,
+of a whole-VOD run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from autoclip.config import Config
+
+if TYPE_CHECKING:
+    from autoclip.features import SampleBatch
+    from autoclip.media import ProbeInfo
+    from autoclip.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+#: frame times per stage-1 batch (bounds its memory: 256 log-mel windows, about 7 MB)
+STAGE1_BATCH = 256
+#: candidate windows closer than this many seconds are decoded as one
+MERGE_GAP = 3.0
+#: seconds added around candidates beyond the selection's smoothing half-width
+EXTRA_MARGIN = 1.0
+#: scores outside the windows stay below this fraction of selection.low_threshold
+OUTSIDE_CAP = 0.5
+
+
+def margin(cfg: Config) -> float:
+    """Seconds decoded on each side of a candidate frame time."""
+    return cfg.selection.smooth / 2 + EXTRA_MARGIN
+
+
+def context(cfg: Config) -> float:
+    """Seconds of gate context a range needs on each side to get a whole run's windows."""
+    return margin(cfg) + MERGE_GAP + 1.0 / cfg.frames.fps
+
+
+@dataclass
+class Stage1:
+    """Frame times of the scored range with their gate probabilities and the loudness track."""
+
+    times: np.ndarray
+    gate: np.ndarray
+    loudness: tuple[np.ndarray, np.ndarray]
+    seconds: float = 0.0
+
+
+@dataclass
+class Windows:
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+    def contains(self, times: np.ndarray) -> np.ndarray:
+        inside = np.zeros(len(times), dtype=bool)
+        for a, b in self.spans:
+            inside |= (times >= a) & (times < b)
+        return inside
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(b - a for a, b in self.spans))
+
+
+def stage1(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, info: ProbeInfo, start: float,
+           end: float | None) -> Stage1:
+    """Audio only: the frame grid of [start, end) and each frame time's gate probability."""
+    from autoclip import gate, media
+    from autoclip.features import aligned_audio_start, batch_mels
+
+    t0 = time.monotonic()
+    a = cfg.audio
+    times = media.frame_grid(path, fps=cfg.frames.fps, start=start, end=end, info=info, media=cfg.media)
+    half = a.window / 2 + 0.05
+    stream = media.AudioStream(path, a.sample_rate, aligned_audio_start(start - half),
+                               None if end is None else end + half, cfg.media)
+    probs = []
+    try:
+        for i in range(0, len(times), STAGE1_BATCH):
+            mels, _ = batch_mels(times[i: i + STAGE1_BATCH], stream, a)
+            probs.append(gate.probabilities(loaded.net, mels))
+        stream.read_to_end()
+        track = stream.loudness_track
+    finally:
+        stream.close()
+    g = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
+    return Stage1(times, g, track, time.monotonic() - t0)
+
+
+def candidate_windows(times: np.ndarray, gate: np.ndarray, threshold: float, cfg: Config,
+                      start: float, end: float | None) -> Windows:
+    """Spans [a, b) around every time whose gate reaches ``threshold``, merged, clipped to the range."""
+    m = margin(cfg)
+    spans: list[list[float]] = []
+    for c in times[gate >= threshold]:
+        a, b = float(c) - m, float(c) + m + 1e-6
+        if spans and a - spans[-1][1] < MERGE_GAP:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    hi = math.inf if end is None else end
+    out = [(max(a, start), min(b, hi)) for a, b in spans if b > start and a < hi]
+    return Windows([(a, b) for a, b in out if b > a])
+
+
+def outside_scores(gate: np.ndarray, threshold: float, cfg: Config) -> np.ndarray:
+    """Scores for times outside every window: below the selection thresholds, in the gate's order."""
+    cap = OUTSIDE_CAP * min(cfg.selection.low_threshold, cfg.selection.threshold)
+    return (cap * np.clip(gate / max(threshold, 1e-9), 0.0, 1.0)).astype(np.float32)
+
+
+def _window_batches(path: str | os.PathLike[str], cfg: Config, info: ProbeInfo, windows: Windows,
+                    batch: int) -> Iterator[SampleBatch]:
+    from autoclip.features import SampleReader
+
+    # ffmpeg's input -t may stop a frame early (seen on ranges from 0): read one frame interval
+    # more and keep the span's own frames
+    extra = 1.0 / cfg.frames.fps
+    for a, b in windows.spans:
+        for fb in SampleReader(path, cfg, start=a, end=b + extra, info=info, batch=batch):
+            keep = fb.times < b
+            if keep.all():
+                yield fb
+            elif keep.any():
+                yield dataclasses.replace(fb, times=fb.times[keep], frames=fb.frames[keep], mels=fb.mels[keep],
+                                          loudness=fb.loudness[keep])
+
+
+@dataclass
+class Result:
+    times: np.ndarray
+    scores: np.ndarray
+    loudness: tuple[np.ndarray, np.ndarray]
+    stats: dict[str, float | int | str]
+
+
+def score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, info: ProbeInfo, *,
+                  start: float = 0.0, end: float | None = None, threshold: float,
+                  on_batch: Callable[[float], None] | None = None,
+                  prefetch_depth: int = 2) -> Result:
+    """Both stages over [start, end) (``end`` None: to the end of the VOD)."""
+    from autoclip.model import predict
+    from autoclip.scoring import prefetch
+
+    ctx = context(cfg)
+    lo, hi = max(0.0, start - ctx), None if end is None else end + ctx
+    s1 = stage1(path, cfg, loaded, info, lo, hi)
+    windows = candidate_windows(s1.times, s1.gate, threshold, cfg, start, end)
+    keep = (s1.times >= start - 1e-6) & (s1.times < (math.inf if end is None else end))
+    times, g = s1.times[keep], s1.gate[keep]
+    outside = ~windows.contains(times)
+    t1 = time.monotonic()
+    got_t, got_s, model_s = [], [], 0.0
+    for fb in prefetch(_window_batches(path, cfg, info, windows, cfg.frames.batch), prefetch_depth):
+        t = time.monotonic()
+        got_s.append(predict(loaded.net, fb.frames, fb.mels, batch=len(fb.times)))
+        model_s += time.monotonic() - t
+        got_t.append(fb.times)
+        if on_batch is not None:
+            on_batch(float(fb.times[-1]))
+    stage2_s = time.monotonic() - t1
+    all_t = np.concatenate([times[outside], *got_t])
+    all_s = np.concatenate([outside_scores(g[outside], threshold, cfg), *got_s]).astype(np.float32)
+    order = np.argsort(all_t, kind="stable")
+    span = (info.duration if end is None else min(end, info.duration)) - start
+    decoded = int(sum(len(t) for t in got_t))
+    stats = {
+        "mode": "cascade", "gate_threshold": round(threshold, 6), "windows": len(windows.spans),
+        "stage2_seconds": round(windows.seconds, 3),
+        "stage2_fraction": round(windows.seconds / span, 4) if span > 0 else 0.0,
+        "frames": int(len(all_t)), "stage2_frames": decoded,
+        "stage1_s": round(s1.seconds, 3), "stage2_s": round(stage2_s, 3), "model_s": round(model_s, 3),
+    }
+    if decoded != int(np.sum(~outside)):
+        log.warning("%s: stage 2 decoded %d frames where the packet grid has %d; scores keep the decoded times",
+                    Path(path).name, decoded, int(np.sum(~outside)))
+    lt, ldb = s1.loudness
+    if start > 0 or end is not None:
+        lk = (lt >= start) & (lt < (math.inf if end is None else end))
+        lt, ldb = lt[lk], ldb[lk]
+    return Result(all_t[order], all_s[order], (lt, ldb), stats)

@@ -1,0 +1,190 @@
+"""The audio-only gate of the scoring cascade: which frame times can be highlights at all.
+
+A small head (``GateHead``) reads the model's own audio embedding (its log-mel branch, when it
+has one) plus four loudness statistics of the same log-mel window, and gives a probability that
+the moment is a highlight. It is trained in the same training run as the model, after the model
+is fitted (the model's weights stay as they are), on the training split's samples; its threshold
+is chosen on the validation split's highlight frames so that at least ``RECALL`` of them pass,
+then lowered by ``SLACK`` logits (a few validation clips do not show every kind of highlight).
+Head and threshold are saved in the model's checkpoint (``gate.*`` tensors in its weights file,
+``gate`` in its model.json), so a model and its gate never drift apart.
+
+Scoring in ``[scoring] mode = "cascade"`` runs only the gate over the whole VOD (audio only, no
+video decode) and the full model only where the gate passes (``autoclip.cascade``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from autoclip.model import HighlightNet
+    from autoclip.train import SplitData
+
+log = logging.getLogger(__name__)
+
+#: share of the validation highlight frames the gate's threshold lets through
+RECALL = 0.99
+#: the threshold is this many logits below the validation quantile (odds / 7.4)
+SLACK = 2.0
+HIDDEN = 16
+STEPS = 300
+#: augmented copies of the training samples the gate also sees
+AUGMENTED = 3
+#: loudness statistics per window: centre energy (+-50 ms), max, mean and spread over the window
+N_STATS = 4
+PREFIX = "gate."
+
+
+class GateHead(nn.Module):
+    """Standardised features -> a small MLP -> one logit."""
+
+    def __init__(self, n_in: int, hidden: int = HIDDEN) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("std", torch.ones(n_in))
+        self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.mlp((feats - self.mean) / self.std).squeeze(1)
+
+
+def loudness_stats(mels: torch.Tensor) -> torch.Tensor:
+    """(N, 1, n_mels, T) log-mel windows -> (N, 4) energy statistics on the same log scale."""
+    # features.py stores 0.5 x log10(power) + 1 per band; sum the power over bands per column
+    log_power = (mels.squeeze(1) - 1.0) * 2.0 * float(np.log(10.0))
+    energy = (torch.logsumexp(log_power, dim=1) / float(np.log(10.0))) * 0.5 + 1.0  # (N, T)
+    mid, half = energy.shape[1] // 2, max(1, energy.shape[1] // 20)
+    centre = energy[:, max(0, mid - half): mid + half + 1].mean(dim=1)
+    return torch.stack([centre, energy.amax(dim=1), energy.mean(dim=1), energy.std(dim=1)], dim=1)
+
+
+def features(net: HighlightNet, mels: torch.Tensor) -> torch.Tensor:
+    """The gate's input for (N, 1, n_mels, T) windows: the model's audio embedding (if it has an
+    audio branch) and the loudness statistics."""
+    parts = [loudness_stats(mels)]
+    if net.dims.uses_audio:
+        parts.insert(0, net.audio_proj(net.audio(mels)))
+    return torch.cat(parts, dim=1)
+
+
+def n_features(net: HighlightNet) -> int:
+    from autoclip.model import EMBED
+
+    return N_STATS + (EMBED if net.dims.uses_audio else 0)
+
+
+def has_gate(net: HighlightNet) -> bool:
+    return isinstance(getattr(net, "gate", None), GateHead)
+
+
+def probabilities(net: HighlightNet, mels: np.ndarray, *, batch: int = 256) -> np.ndarray:
+    """Gate probabilities (N,) for (N, n_mels, T) log-mel windows (eval mode, no autograd)."""
+    from autoclip.model import mels_to_tensor
+
+    if not has_gate(net):
+        raise ValueError("this model has no gate")
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(mels), batch):
+                m = mels_to_tensor(mels[i: i + batch]).to(device)
+                out.append(torch.sigmoid(net.gate(features(net, m))).float().cpu().numpy())
+    finally:
+        net.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _inputs(net: HighlightNet, mels: np.ndarray, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Gate features of ``mels`` (augmented with ``augment.mels`` when ``gen`` is given)."""
+    from autoclip import augment
+    from autoclip.model import mels_to_tensor
+
+    was_training = net.training
+    net.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(mels), 256):
+                m = mels_to_tensor(mels[i: i + 256])
+                out.append(features(net, m if gen is None else augment.mels(m, gen)))
+    finally:
+        net.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, n_features(net))
+
+
+def train_gate(net: HighlightNet, train: SplitData, val: SplitData, *, seed: int = 0) -> dict[str, Any] | None:
+    """Fit a gate head on ``net``'s audio features of the training samples, choose its threshold
+    on the validation highlight frames, attach it to ``net`` (as ``net.gate``) and return what
+    goes into model.json. None (and no gate) when a split lacks highlights."""
+    human = val.clip_index >= 0
+    val_pos = human & (val.targets >= 0.5)
+    if len(train) == 0 or not np.any(train.targets >= 0.5) or not np.any(val_pos):
+        log.info("no audio gate for this model: the training or validation split has no highlight frames "
+                 "(cascade scoring will score this model's VODs densely)")
+        return None
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    # the samples as they are plus augmented copies: few labelled clips must not teach the gate
+    # details of their own audio
+    x = torch.cat([_inputs(net, train.mels)] + [_inputs(net, train.mels, gen) for _ in range(AUGMENTED)]).clone()
+    y = torch.from_numpy(np.tile(train.targets.astype(np.float32), AUGMENTED + 1))
+    w = torch.from_numpy(np.tile(train.weights.astype(np.float32), AUGMENTED + 1))
+    head = GateHead(x.shape[1])
+    head.mean.copy_(x.mean(dim=0))
+    head.std.copy_(x.std(dim=0).clamp_min(1e-3))
+    pos = float((y * w).sum())
+    pos_weight = torch.tensor(float(((1 - y) * w).sum()) / max(pos, 1e-6))
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(STEPS):
+        loss = F.binary_cross_entropy_with_logits(head(x), y, weight=w, pos_weight=pos_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    head.eval()
+    net.gate = head
+    with torch.inference_mode():
+        p_val = torch.sigmoid(head(_inputs(net, val.mels[human]))).numpy()
+    labels = val.targets[human] >= 0.5
+    positives = np.sort(p_val[labels])
+    # the largest threshold that keeps at least RECALL of the validation highlight frames, less
+    # SLACK logits for highlights unlike any validation clip
+    k = int(np.floor((1.0 - RECALL) * len(positives)))
+    q = float(np.clip(positives[k], 1e-7, 1 - 1e-7))
+    threshold = float(1.0 / (1.0 + np.exp(-(np.log(q / (1 - q)) - SLACK))))
+    negatives = p_val[~labels]
+    info = {
+        "threshold": threshold, "recall_target": RECALL, "slack_logits": SLACK,
+        "val_recall": float(np.mean(positives >= threshold)),
+        "val_highlight_frames": int(len(positives)),
+        "val_normal_pass": float(np.mean(negatives >= threshold)) if len(negatives) else None,
+        "features": int(x.shape[1]), "hidden": HIDDEN, "train_loss": float(loss.detach()),
+    }
+    log.info("audio gate: threshold %.4f keeps %.1f%% of %d validation highlight frames and %s of normal ones",
+             threshold, 100 * info["val_recall"], len(positives),
+             "n/a" if info["val_normal_pass"] is None else f"{100 * info['val_normal_pass']:.0f}%")
+    return info
+
+
+def attach_for_load(net: HighlightNet, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Before ``load_state_dict``: give ``net`` an (empty) gate head when the checkpoint has one."""
+    if not any(k.startswith(PREFIX) for k in state):
+        return
+    gate = meta.get("gate") or {}
+    n_in = int(gate.get("features") or state[PREFIX + "mean"].shape[0])
+    net.gate = GateHead(n_in, int(gate.get("hidden") or state[PREFIX + "mlp.0.weight"].shape[0]))
+
+
+def threshold(meta: dict[str, Any]) -> float | None:
+    """The stored gate threshold of a model (None: no gate)."""
+    gate = meta.get("gate")
+    return float(gate["threshold"]) if isinstance(gate, dict) and gate.get("threshold") is not None else None

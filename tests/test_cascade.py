@@ -1,0 +1,144 @@
+"""The audio-first scoring cascade: a real model (with its audio gate) trained on a small generated
+VOD, then another generated VOD scored dense and cascade; the frame grid read from packets; ranges
+scored like a whole run; the fallbacks to dense."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoclip import cascade, cli, config, labels, media, store, synth
+from autoclip.features import SampleReader
+from autoclip.model import predict
+from autoclip.registry import LoadedModel, Registry
+from autoclip.scoring import score_range, score_vod
+from autoclip.train import train
+
+TINY = """
+[paths]
+cache = "{cache}"
+[frames]
+size = 32
+fps = 2
+[audio]
+n_mels = 16
+window = 0.5
+[model]
+threads = 1
+[train]
+epochs = 1
+batch_size = 8
+frames_per_clip = 4
+pseudo_max = 0
+"""
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[config.Config, LoadedModel, Path]:
+    """A deployment whose current model was trained (with its gate) on a 100 s generated VOD."""
+    root = tmp_path_factory.mktemp("cascade")
+    vod = synth.make_vod(root / "train.mp4", 100, synth.plan_events(100, highlights=4, visual=1, audio=1, seed=5),
+                         width=160, height=90, seed=5)
+    (root / "config.toml").write_text(TINY.format(cache=root / "cache"))
+    cfg = config.load(root / "config.toml")
+    conn = store.connect(cfg.path("database"))
+    for start, end, label in synth.sample_clips(vod, normal_per_event=1.0, seed=1):
+        labels.add_label(conn, vod.path, start, end, label, "import")
+    result = train(cfg, conn, pseudo=False, progress=False)
+    conn.close()
+    loaded = Registry(cfg.path("models")).load(result["model"])
+    return cfg, loaded, root / "config.toml"
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthVod:
+    """A VOD nobody labelled: two highlights, a picture-only and a sound-only distractor."""
+    folder = tmp_path_factory.mktemp("cascade-target")
+    events = synth.plan_events(90, highlights=2, visual=1, audio=1, seed=11)
+    return synth.make_vod(folder / "target.mp4", 90, events, width=160, height=90, seed=11)
+
+
+def test_gate_is_trained_saved_and_shown(trained, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, loaded, cfg_path = trained
+    gate = loaded.meta["gate"]
+    assert 0.0 < gate["threshold"] < 1.0 and gate["val_recall"] >= 0.99 and gate["val_highlight_frames"] > 0
+    assert hasattr(loaded.net, "gate")  # reloaded from the same weights file
+    assert cli.main(["--config", str(cfg_path), "models", "show", loaded.id]) == 0
+    assert f"gate       threshold {gate['threshold']:.4f}" in capsys.readouterr().out
+
+
+def test_frame_grid_is_the_decoded_grid(target: synth.SynthVod, tmp_path: Path, run_ffmpeg) -> None:
+    mkv, ts = tmp_path / "t.mkv", tmp_path / "t.ts"
+    run_ffmpeg("-i", str(target.path), "-c", "copy", str(mkv))
+    run_ffmpeg("-i", str(target.path), "-c", "copy", str(ts))
+    for path in (target.path, mkv, ts):
+        info = media.probe(path)
+        for start, end in ((0.0, None), (31.3, 47.9)):
+            decoded = np.concatenate([b.times for b in media.iter_frames(path, fps=3.0, size=32, info=info,
+                                                                         start=start, end=end)])
+            assert np.array_equal(media.frame_grid(path, fps=3.0, info=info, start=start, end=end), decoded), path
+
+
+def test_loud_highlights_are_always_in_stage_2_windows(trained, target: synth.SynthVod) -> None:
+    cfg, loaded, _ = trained
+    info = media.probe(target.path)
+    s1 = cascade.stage1(target.path, cfg, loaded, info, 0.0, None)
+    windows = cascade.candidate_windows(s1.times, s1.gate, loaded.meta["gate"]["threshold"], cfg, 0.0, None)
+    for e in target.highlights():  # the loud ones (every planted highlight is)
+        inside = windows.contains(s1.times[(s1.times >= e.start) & (s1.times <= e.end)])
+        assert inside.all(), f"{e} is loud but not all of it is decoded: {windows.spans}"
+    assert windows.seconds < 0.6 * target.duration  # calm stretches are not decoded
+
+    cascade_scores = score_vod(target.path, cfg, loaded, progress=False, info=info)
+    dense = score_range(target.path, cfg, loaded, mode="dense", progress=False, info=info)
+    assert np.array_equal(cascade_scores.times, dense.times)
+    stats = cascade_scores.stats
+    assert stats["mode"] == "cascade" and stats["stage2_fraction"] == pytest.approx(windows.seconds / info.duration, abs=1e-3)
+    inside = windows.contains(dense.times)
+    np.testing.assert_allclose(cascade_scores.scores[inside], dense.scores[inside], atol=1e-4)
+    assert cascade_scores.scores[~inside].max() < cfg.selection.low_threshold
+    np.testing.assert_array_equal(cascade_scores.loudness_db, dense.loudness_db)
+
+
+def test_dense_mode_gives_the_streaming_pass_scores_exactly(trained, target: synth.SynthVod, make_cfg) -> None:
+    cfg, loaded, _ = trained
+    dense_cfg = config.from_dict({**cfg.model_dump(mode="json"), "scoring": {"mode": "dense"}}, root=cfg.root)
+    got = score_vod(target.path, dense_cfg, loaded, progress=False)
+    reader = SampleReader(target.path, dense_cfg)  # what scoring did before the cascade: every frame
+    times, scores = [], []
+    for batch in reader:
+        times.append(batch.times)
+        scores.append(predict(loaded.net, batch.frames, batch.mels, batch=len(batch.times)))
+    assert got.stats["mode"] == "dense"
+    assert np.array_equal(got.times, np.concatenate(times))
+    assert np.array_equal(got.scores, np.concatenate(scores).astype(np.float32))
+    assert np.array_equal(got.loudness_db, reader.loudness_track[1])
+
+
+@pytest.mark.parametrize("mode", ["cascade", "dense"])
+def test_a_range_scores_like_the_whole_run(trained, target: synth.SynthVod, mode: str) -> None:
+    cfg, loaded, _ = trained
+    info = media.probe(target.path)
+    whole = score_range(target.path, cfg, loaded, mode=mode, progress=False, info=info)
+    parts = [score_range(target.path, cfg, loaded, start=a, end=b, mode=mode, progress=False, info=info)
+             for a, b in ((0.0, 37.3), (37.3, None))]
+    assert np.array_equal(np.concatenate([p.times for p in parts]), whole.times)
+    np.testing.assert_allclose(np.concatenate([p.scores for p in parts]), whole.scores, atol=1e-4)
+    assert all(p.stats["mode"] == mode for p in parts)
+
+
+def test_no_audio_falls_back_to_dense_with_one_log_line(trained, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    cfg, loaded, _ = trained
+    events = synth.plan_events(30, highlights=1, seed=3)
+    silent = synth.make_vod(tmp_path / "silent.mp4", 30, events, width=160, height=90, seed=3, audio=False)
+    with caplog.at_level(logging.INFO, logger="autoclip"):
+        got = score_vod(silent.path, cfg, loaded, progress=False)
+    lines = [r.getMessage() for r in caplog.records if "no audio" in r.getMessage()]
+    assert len(lines) == 1 and "dense" in lines[0]
+    assert got.stats["mode"] == "dense" and len(got.times) == 60
