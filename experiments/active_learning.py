@@ -291,9 +291,9 @@ def predict(loaded: Any, s: Samples) -> np.ndarray:
 
 def check_scoring(cfg: Config, loaded: Any, vod: synth.SynthVod, s: Samples) -> float:
     """Largest difference between ``score_vod`` and scoring the kept samples (must be ~0)."""
-    from autoclip.scoring import score_vod
+    from autoclip.scoring import score_range
 
-    sc = score_vod(vod.path, cfg, loaded, progress=False)
+    sc = score_range(vod.path, cfg, loaded, mode="dense", progress=False)  # every frame by the model
     if len(sc.times) != len(s.times) or not np.allclose(sc.times, s.times):
         raise RuntimeError(f"score_vod samples other times than the kept samples of {vod.path.name}")
     return float(np.max(np.abs(sc.scores - predict(loaded, s))))
