@@ -8,7 +8,10 @@ each process's own peak (getrusage). Target: under 1 GB, and the same for 1 hour
 The VODs are 1280x720 30 fps H.264 + AAC, generated once and cached under $TMPDIR/autoclip-bench
 (shared with the other benchmarks): the 1-hour one is six stream-copied copies of the 10-minute one.
 
-Usage: ``.venv/bin/python benchmarks/memory.py [--only 10|60]``
+With ``--mode cascade`` (or ``dense``) the worker runs the whole scoring pass in that mode instead,
+with the model benchmarks/cascade.py trained.
+
+Usage: ``.venv/bin/python benchmarks/memory.py [--only 10|60] [--mode features|cascade|dense]``
 """
 
 from __future__ import annotations
@@ -43,6 +46,24 @@ me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource
 print(json.dumps({"frames": n, "duration": info.duration, "seconds": time.time() - t0,
                   "python_peak": me.ru_maxrss * 1024, "largest_ffmpeg_peak": kids.ru_maxrss * 1024,
                   "python_rss_marks": marks}))
+"""
+
+#: ``--mode cascade|dense``: the whole scoring pass (``scoring.score_range``) with the model that
+#: benchmarks/cascade.py trained (its deployment folder is argv[2]), keeping the scores as a job does
+SCORE_WORKER = r"""
+import json, resource, sys, time
+from autoclip import config, media
+from autoclip.registry import Registry
+from autoclip.scoring import score_range
+cfg = config.from_dict({"model": {"threads": 2}}, root=sys.argv[2])
+loaded = Registry(cfg.path("models")).load_current()
+info = media.probe(sys.argv[1], cfg.media)
+t0 = time.time()
+scores = score_range(sys.argv[1], cfg, loaded, mode=sys.argv[3], progress=False, info=info)
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"frames": len(scores.times), "duration": info.duration, "seconds": time.time() - t0,
+                  "python_peak": me.ru_maxrss * 1024, "largest_ffmpeg_peak": kids.ru_maxrss * 1024,
+                  "python_rss_marks": [], "stage2_fraction": scores.stats.get("stage2_fraction")}))
 """
 
 
@@ -82,8 +103,10 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def measure(vod: Path) -> dict:
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(vod)], stdout=subprocess.PIPE, text=True)
+def measure(vod: Path, mode: str = "features") -> dict:
+    cmd = [sys.executable, "-c", WORKER, str(vod)] if mode == "features" else \
+        [sys.executable, "-c", SCORE_WORKER, str(vod), str(CACHE / "cascade-deploy"), mode]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak, samples = 0, 0
     while proc.poll() is None:
         peak = max(peak, tree_rss(proc.pid))
@@ -101,15 +124,21 @@ def mb(n: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["10", "60"], help="measure one VOD only")
+    ap.add_argument("--mode", choices=["features", "cascade", "dense"], default="features",
+                    help="features: the sample pass alone (default); cascade / dense: the whole scoring pass in "
+                         "that mode with the model benchmarks/cascade.py trained (run it first)")
     args = ap.parse_args()
+    if args.mode != "features" and not (CACHE / "cascade-deploy" / "data" / "models" / "current.json").exists():
+        raise SystemExit("no trained model in the cascade benchmark's deployment: run benchmarks/cascade.py first")
     ten, hour = ensure_vods()
     results = {}
     for label, vod in (("10", ten), ("60", hour)):
         if args.only and args.only != label:
             continue
-        r = measure(vod)
+        r = measure(vod, args.mode)
         results[label] = r
-        print(f"{vod.name}: {r['frames']} frames of {r['duration'] / 60:.0f} min in {r['seconds']:.0f} s | "
+        extra = "" if r.get("stage2_fraction") is None else f" (stage 2 decoded {r['stage2_fraction']:.1%})"
+        print(f"{vod.name} [{args.mode}{extra}]: {r['frames']} frames of {r['duration'] / 60:.0f} min in {r['seconds']:.0f} s | "
               f"peak RSS, worker + ffmpeg children together: {mb(r['tree_peak'])} "
               f"(python {mb(r['python_peak'])}, largest ffmpeg {mb(r['largest_ffmpeg_peak'])}) | "
               f"python RSS along the way: " + ", ".join(f"{t}s {mb(b)}" for t, b in r["python_rss_marks"]),
