@@ -60,16 +60,19 @@ def build_one(spec: P.VodSpec, src: sources.Sources, vods: Path, threads: int) -
     return spec.name, time.monotonic() - t0, True
 
 
-def write_manifest(root: Path, specs: list[P.VodSpec]) -> dict:
+def write_manifest(root: Path) -> dict:
+    """List every VOD of the suite (and the smoke VOD) that is built, whichever run built it."""
     vods = root / "vods"
     manifest = {"version": P.VERSION, "vods": {}, "splits": {}}
     rows = ["vod,start,end,label"]
-    for spec in specs:
+    for spec in (*P.SUITE, P.SMOKE):
         path = vods / spec.file
+        if not (path.exists() and truth_path(path).exists()):
+            continue
         manifest["vods"][spec.name] = {"path": str(path), "truth": str(truth_path(path)), "split": spec.split,
                                       "layout": spec.layout, "face": spec.face}
         manifest["splits"].setdefault(spec.split, []).append(spec.name)
-        if spec.split in ("seed", "smoke"):
+        if spec.split == "seed":
             for a, b, label in P.seed_clips(P.make_plan(spec)):
                 rows.append(f"{path},{a:.2f},{b:.2f},{label}")
     (root / "seed_labels.csv").write_text("\n".join(rows) + "\n")
@@ -91,7 +94,7 @@ def build(cache: Path, specs: list[P.VodSpec], jobs: int = 2) -> dict:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for name, secs, built in pool.map(lambda s: build_one(s, src, vods, threads), order):
             log.info("%s: %s", name, f"built in {secs:.0f} s" if built else "already built")
-    manifest = write_manifest(root, specs)
+    manifest = write_manifest(root)
     manifest["build_seconds"] = round(time.monotonic() - t0, 1)
     return manifest
 

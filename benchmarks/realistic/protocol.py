@@ -166,13 +166,17 @@ class Run:
         missing = [p for p in self.paths.values() if not Path(p).exists()]
         if missing:
             raise ProtocolError(f"{missing[0]} is missing: run python -m benchmarks.realistic.build again")
+        wanted = [P.SMOKE.name] if args.smoke else [s.name for s in P.SUITE]
+        if unbuilt := [n for n in wanted if n not in self.paths]:
+            flag = " --smoke" if args.smoke else ""
+            raise ProtocolError(f"{unbuilt[0]} is not built in {root}: run python -m benchmarks.realistic.build{flag}")
         if args.smoke:
             name = P.SMOKE.name
             self.seed, self.rounds, self.heldout = [name], [(name,)], [name]
         else:
             splits = self.manifest["splits"]
             self.seed, self.heldout = splits["seed"], splits["heldout"]
-            self.rounds = [r for r in ROUNDS if all(v in self.paths for v in r)]
+            self.rounds = list(ROUNDS)
         self.rounds = self.rounds[: args.rounds]
         self.overrides = parse_set(args.set)
         tag = "smoke" if args.smoke else "default"
