@@ -253,6 +253,20 @@ class RetrainConfig(Section):
     timeout: float = Field(6 * 3600.0, gt=0, description="a training running longer than this many seconds is killed")
 
 
+class ClusterConfig(Section):
+    """Where jobs run: this machine (local) or a Ray cluster (needs the autoclip[ray] extra)."""
+
+    backend: Literal["local", "ray"] = Field("local", description="'local': child processes on this machine; 'ray': score chunks, render clips (and optionally train) on a Ray cluster")
+    address: str = Field("auto", description="Ray cluster to join: 'auto' (the cluster `ray start` made on this machine), 'HOST:6379' or 'ray://HOST:10001' (Ray client)")
+    chunk: float = Field(600.0, gt=0, description="seconds of VOD per scoring task (one VOD is scored as chunks in parallel)")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs a scoring or rendering task reserves on its node")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs a task reserves (training too, with train_on_cluster)")
+    retries: int = Field(2, ge=0, le=10, description="times Ray reruns a task whose worker or node died")
+    audio_from_start: bool = Field(True, description="each chunk decodes its audio (audio only) from the file's start, so stitched scores equal a one-machine run's; false: only from the window margin before the chunk (AAC noise substitution then differs slightly near the chunk's start)")
+    train_on_cluster: bool = Field(False, description="run retraining's fit as one Ray task instead of a child of the head")
+    connect_timeout: float = Field(60.0, gt=0, description="seconds to wait for the cluster (and for the VOD-access check) before the job fails")
+
+
 class Config(Section):
     """autoclip's configuration (config.toml)."""
 
@@ -269,6 +283,7 @@ class Config(Section):
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     #: folder of the config file; relative paths resolve against it (not a config key)
     _root: Path = Path(".")

@@ -56,3 +56,9 @@ class ModelError(AutoclipError):
 
 class LabelError(AutoclipError):
     code = "label"
+
+
+class ClusterError(AutoclipError):
+    """The Ray cluster cannot be joined, or a task failed on every try."""
+
+    code = "cluster"

@@ -138,13 +138,17 @@ class SampleReader:
     def __init__(self, path: str | os.PathLike[str], cfg: Config, *, start: float = 0.0,
                  end: float | None = None, info: media.ProbeInfo | None = None,
                  crop: tuple[int, int, int, int] | None | str = "auto",
-                 batch: int | None = None) -> None:
+                 batch: int | None = None, audio_from: float | None = None) -> None:
         self.path = path
         self.cfg = cfg
         self.start, self.end = start, end
         self.info = info or media.probe(path, cfg.media)
         self.crop = cfg.frames.crop_for(path) if crop == "auto" else crop
         self.batch = batch or cfg.frames.batch
+        #: where the audio decode starts (None: the window margin before ``start``). 0 gives every
+        #: sample exactly as a whole pass decodes it: an AAC decoder's noise substitution depends on
+        #: where decoding began, so audio decoded from a seek point differs slightly in places.
+        self.audio_from = audio_from
         self._track: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0, dtype=np.float32))
 
     @property
@@ -156,8 +160,11 @@ class SampleReader:
         margin = a.window / 2 + 0.05  # a window may start half a hop before its centre - window / 2
         stream = None
         if self.info.has_audio:
-            stream = media.AudioStream(self.path, a.sample_rate, aligned_audio_start(self.start - margin),
+            first = aligned_audio_start(self.start - margin)
+            begin = first if self.audio_from is None else min(aligned_audio_start(self.audio_from), first)
+            stream = media.AudioStream(self.path, a.sample_rate, begin,
                                        None if self.end is None else self.end + margin, self.cfg.media)
+            _skip_audio(stream, int(round(first * a.sample_rate)))
         frames = media.iter_frames(self.path, fps=self.cfg.frames.fps, size=self.cfg.frames.size,
                                    crop=self.crop, batch=self.batch, start=self.start, end=self.end,
                                    info=self.info, media=self.cfg.media)
@@ -179,6 +186,16 @@ class SampleReader:
             return SampleBatch(fb.times, fb.frames, silent_mels(n, a), np.full(n, _SILENT_DB, np.float32), False)
         mels, loud = batch_mels(fb.times, stream, a)
         return SampleBatch(fb.times, fb.frames, mels, loud, True)
+
+
+def _skip_audio(stream: media.AudioStream, upto: int) -> None:
+    """Read and drop the stream's samples before absolute index ``upto``, a few seconds at a time
+    (memory stays bounded; the loudness track still covers them)."""
+    step = 8 * stream.sr
+    pos = int(round(stream.start * stream.sr))
+    while pos < upto:
+        pos = min(upto, pos + step)
+        stream.samples(pos, pos)
 
 
 def batch_mels(times: np.ndarray, stream: media.AudioStream, audio: AudioConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from typing import Any
 from autoclip.config import Config
 from autoclip.errors import MediaError, UsageError
 from autoclip.fsutil import atomic_write_json, fingerprint, locate
+from autoclip.runner import Runner, get_runner
 from autoclip.selection import Segment, select
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,12 @@ def _stored_scores(job_dir: Path, fp: str, model_id: str):
 
 
 def score_job(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.PathLike[str] | None = None,
-              progress: bool = True):
+              progress: bool = True, runner: Runner | None = None):
     """Probe, check and score ``vod`` into its job folder (reusing stored scores of the same
-    content and model). Returns (vod path, ProbeInfo, Scores, job folder, fingerprint)."""
+    content and model) with ``runner`` (default: the configured backend's).
+    Returns (vod path, ProbeInfo, Scores, job folder, fingerprint)."""
     from autoclip import media
-    from autoclip.scoring import load_current_model, score_vod
+    from autoclip.scoring import load_current_model
 
     vod = Path(os.path.abspath(os.fspath(vod)))
     info = media.probe(vod, cfg.media)
@@ -74,31 +76,43 @@ def score_job(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.Pat
     fp = fingerprint(vod)
     jdir = Path(job_dir) if job_dir is not None else cfg.path("jobs") / job_id_for(fp)
     jdir.mkdir(parents=True, exist_ok=True)
-    scores = _stored_scores(jdir, fp, loaded.id)
-    if scores is None:
-        scores = score_vod(vod, cfg, loaded, progress=progress, info=info)
-        scores.save(jdir / SCORES)
-        atomic_write_json(jdir / RECORD, {
-            "vod": str(vod), "fingerprint": fp, "job": jdir.name, "model": loaded.id,
-            "probe": info.to_dict(), "scored": time.time(), "scoring": scores.stats,
-        })
+    own = runner is None
+    runner = runner or get_runner(cfg)
+    try:
+        runner.check_access(vod)  # before any work: every machine doing it must read the VOD
+        scores = _stored_scores(jdir, fp, loaded.id)
+        if scores is None:
+            scores = runner.score(vod, cfg, loaded, progress=progress, info=info)
+            scores.save(jdir / SCORES)
+            atomic_write_json(jdir / RECORD, {
+                "vod": str(vod), "fingerprint": fp, "job": jdir.name, "model": loaded.id,
+                "probe": info.to_dict(), "scored": time.time(), "scoring": scores.stats,
+            })
+    finally:
+        if own:
+            runner.close()
     return vod, info, scores, jdir, fp
 
 
 def process_vod(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.PathLike[str] | None = None,
                 progress: bool = True, conn: sqlite3.Connection | None = None) -> dict[str, Any]:
     """Score, select and render one VOD; queue its review items. Returns the `process --json` dict."""
-    path, info, scores, jdir, fp = score_job(vod, cfg, job_dir=job_dir, progress=progress)
     from autoclip.render import source_rate
 
-    fps = source_rate(info.fps, info.vfr, info.nominal_fps)
-    result = _select_and_render(path, scores, cfg, jdir, fp, fps, info.height, info.has_audio, info.width)
+    runner = get_runner(cfg)
+    try:
+        path, info, scores, jdir, fp = score_job(vod, cfg, job_dir=job_dir, progress=progress, runner=runner)
+        fps = source_rate(info.fps, info.vfr, info.nominal_fps)
+        result = _select_and_render(path, scores, cfg, jdir, fp, fps, info.height, info.has_audio, info.width,
+                                    runner=runner)
+    finally:
+        runner.close()
     _enqueue_review(cfg, conn, result, scores, fp)
     return result
 
 
 def _select_and_render(vod: Path, scores, cfg: Config, jdir: Path, fp: str, fps: float, height: int,
-                       has_audio: bool, width: int | None = None) -> dict[str, Any]:
+                       has_audio: bool, width: int | None = None, *, runner: Runner) -> dict[str, Any]:
     from autoclip.render import reel_name, render_reel
 
     segments = select(scores.times, scores.scores, cfg.selection, duration=scores.duration,
@@ -106,7 +120,8 @@ def _select_and_render(vod: Path, scores, cfg: Config, jdir: Path, fp: str, fps:
     log.info("%s: %d segments selected (%.1f s)", vod.name, len(segments), sum(s.length for s in segments))
     rendered = render_reel(vod, segments, cfg, name=reel_name(vod, jdir.name), src_fps=fps, src_height=height,
                            has_audio=has_audio, src_width=width, vod_duration=scores.duration,
-                           meta={"job": jdir.name, "model": scores.model_id, "fingerprint": fp})
+                           meta={"job": jdir.name, "model": scores.model_id, "fingerprint": fp},
+                           clip_renderer=runner.render_clips)
     return _result(vod, segments, rendered, jdir, scores.model_id)
 
 
@@ -172,6 +187,12 @@ def render_job(job_dir: str | os.PathLike[str], cfg: Config) -> dict[str, Any]:
     from autoclip.render import source_rate
 
     fps = source_rate(float(probe.get("fps") or 30.0), bool(probe.get("vfr")), float(probe.get("nominal_fps") or 0.0))
-    return _select_and_render(vod, scores, cfg, jdir, record["fingerprint"], fps,
-                              int(probe.get("height") or cfg.render.height or 720),
-                              bool(probe.get("has_audio", True)), int(probe.get("width") or 0) or None)
+    runner = get_runner(cfg)
+    try:
+        runner.check_access(vod)
+        return _select_and_render(vod, scores, cfg, jdir, record["fingerprint"], fps,
+                                  int(probe.get("height") or cfg.render.height or 720),
+                                  bool(probe.get("has_audio", True)), int(probe.get("width") or 0) or None,
+                                  runner=runner)
+    finally:
+        runner.close()

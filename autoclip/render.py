@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -328,6 +328,11 @@ def segment_gains(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg:
     return gains
 
 
+def clip_file_name(index: int, segment: Segment) -> str:
+    """The working name of a reel's clip ``index`` (1-based; sorts in reel order)."""
+    return f"{index:03d}-{hms(segment.start).replace(':', '')}.mp4"
+
+
 def render_clips(vod: str | os.PathLike[str], segments: Sequence[Segment], st: ClipSettings,
                  work: Path, gains: dict[int, graphs.Gain] | None = None) -> list[Path]:
     """Encode each segment to ``work``/NN.mp4; returns the clip paths in order."""
@@ -337,7 +342,7 @@ def render_clips(vod: str | os.PathLike[str], segments: Sequence[Segment], st: C
         if st.overlay:
             textfile = work / f"overlay-{i:03d}.txt"
             textfile.write_text(overlay_text(st.overlay, vod=os.fspath(vod), segment=seg, index=i), encoding="utf-8")
-        out = work / f"{i:03d}-{hms(seg.start).replace(':', '')}.mp4"
+        out = work / clip_file_name(i, seg)
         log.info("clip %d/%d: %s-%s (score %.2f)", i, len(segments), hms(seg.start), hms(seg.end), seg.score)
         run_ffmpeg(clip_command(vod, seg, out, st, textfile, (gains or {}).get(i)),
                    f"cutting clip {i} ({hms(seg.start)})", timeout=120 + 30 * clip_duration(seg, st.fps_value))
@@ -370,11 +375,13 @@ def _frame_size(vod: str | os.PathLike[str], cfg: Config, src_width: int | None,
 def render_reel(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg: Config, *,
                 name: str, src_fps: float, src_height: int, has_audio: bool,
                 meta: dict | None = None, src_width: int | None = None,
-                vod_duration: float | None = None) -> RenderResult:
+                vod_duration: float | None = None,
+                clip_renderer: Callable[..., list[Path]] | None = None) -> RenderResult:
     """Cut, join and publish the reel of ``segments``, its timelines and shorts under cfg.path("reels").
 
-    ``meta`` (vod, model, job...) goes into segments.json. With no segments, only segments.json
-    (an empty list) is written and any earlier reel of the same name is removed.
+    ``meta`` (vod, model, job...) goes into segments.json. ``clip_renderer(vod, segments, st, work,
+    gains)`` encodes the clips (default ``render_clips``, here; a cluster runner renders them in
+    parallel). With no segments, only segments.json (an empty list) is written and any earlier reel of the same name is removed.
     """
     from autoclip import shorts as shorts_mod
     from autoclip import timeline
@@ -401,7 +408,7 @@ def render_reel(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg: C
     work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=reels))
     try:
         gains = segment_gains(vod, segments, cfg, st)
-        clips = render_clips(vod, segments, st, work, gains)
+        clips = (clip_renderer or render_clips)(vod, segments, st, work, gains)
         short_entries, short_files = [], []
         if plan is not None:
             (work / "shorts").mkdir()

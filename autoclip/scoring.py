@@ -144,7 +144,8 @@ def score_vod(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, *,
 
 def score_range(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, *, start: float = 0.0,
                 end: float | None = None, mode: str | None = None, progress: bool = True,
-                info: ProbeInfo | None = None, on_batch: Callable[[float], None] | None = None) -> Scores:
+                info: ProbeInfo | None = None, on_batch: Callable[[float], None] | None = None,
+                audio_from: float | None = None) -> Scores:
     """Scores of the sampled frames of ``path`` in [start, end) (``end`` None: to the end).
 
     The frames are those of a whole-VOD run that fall in the range (the same frame grid: first
@@ -156,6 +157,8 @@ def score_range(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, 
     ``mode``: "dense" or "cascade" (default ``cfg.scoring.mode``); cascade falls back to dense,
     with one log line, for a VOD without audio or a model without an audio gate.
     ``Scores.stats`` records the mode used, and for cascade the fraction of the range stage 2 decoded.
+    ``audio_from`` (dense mode): where the audio decode starts (see ``SampleReader``); 0 makes a
+    range's audio sample-identical to a whole run's (the cluster backend's chunks use it).
     """
     from autoclip import media
 
@@ -164,7 +167,7 @@ def score_range(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, 
     _to_device(loaded, cfg)
     if mode == "cascade":
         return _score_cascade(path, cfg, loaded, info, start, end, progress, on_batch)
-    return _score_dense(path, cfg, loaded, info, start, end, progress, on_batch)
+    return _score_dense(path, cfg, loaded, info, start, end, progress, on_batch, audio_from)
 
 
 def _effective_mode(mode: str, path: str | os.PathLike[str], info: ProbeInfo, loaded: LoadedModel) -> str:
@@ -205,11 +208,12 @@ def _to_device(loaded: LoadedModel, cfg: Config) -> None:
 
 
 def _score_dense(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, info: ProbeInfo, start: float,
-                 end: float | None, progress: bool, on_batch: Callable[[float], None] | None) -> Scores:
+                 end: float | None, progress: bool, on_batch: Callable[[float], None] | None,
+                 audio_from: float | None = None) -> Scores:
     from autoclip.features import SampleReader
     from autoclip.model import predict
 
-    reader = SampleReader(path, cfg, start=start, end=end, info=info)
+    reader = SampleReader(path, cfg, start=start, end=end, info=info, audio_from=audio_from)
     duration = reader.info.duration
     bar = _Progress(Path(path).name, duration, progress)
     times, scores = [], []

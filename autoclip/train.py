@@ -341,9 +341,23 @@ def _train_locked(cfg: Config, conn: sqlite3.Connection, registry: Registry, *, 
     torch.manual_seed(cfg.train.seed)
     pretrained = cfg.model.pretrained.strip().lower() != "none"
     net = build_model(dims, cfg.model.pretrained)
-    fitted = fit(net, data["train"], data["val"], cfg, pretrained=pretrained, progress=progress)
+    fitted = _fit_where_configured(net, data, cfg, pretrained=pretrained, progress=progress)
     return _finish(cfg, conn, registry, net, dims, data, fitted, teacher,
                    label_hash=label_hash, trigger=trigger, started=t0)
+
+
+def _fit_where_configured(net: HighlightNet, data: dict[str, SplitData], cfg: Config, *, pretrained: bool,
+                          progress: bool) -> FitResult:
+    """``fit`` here, or as one task on the Ray cluster with ``[cluster] train_on_cluster``."""
+    if cfg.cluster.backend != "ray" or not cfg.cluster.train_on_cluster:
+        return fit(net, data["train"], data["val"], cfg, pretrained=pretrained, progress=progress)
+    from autoclip.runner import get_runner
+
+    runner = get_runner(cfg)
+    try:
+        return runner.fit(net, data["train"], data["val"], cfg, pretrained=pretrained, progress=progress)
+    finally:
+        runner.close()
 
 
 def _load_current(registry: Registry, current_id: str | None):
