@@ -107,7 +107,7 @@ def collect_status(cfg: Any, failures: int = 10) -> dict[str, Any]:
         jobs = JobStore(cfg, conn)
         running = jobs.list(ACTIVE, limit=1)
         alive = daemon_running(cfg)
-        return {
+        return _cluster(cfg) | {
             "daemon": {
                 "running": alive,
                 "pid": _int(store.get_meta(conn, "daemon.pid")) if alive else None,
@@ -125,6 +125,19 @@ def collect_status(cfg: Any, failures: int = 10) -> dict[str, Any]:
         }
     finally:
         conn.close()
+
+
+def _cluster(cfg: Any) -> dict[str, Any]:
+    """``{"cluster": ...}`` (nodes, free CPUs) with the Ray backend; nothing with the local one."""
+    if cfg.cluster.backend == "local":
+        return {}
+    from autoclip.runner import get_runner
+
+    runner = get_runner(cfg)
+    try:
+        return {"cluster": runner.status()}
+    finally:
+        runner.close()
 
 
 def _int(v: str | None) -> int | None:
@@ -246,6 +259,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         print(f"model     {m['id']}" + (f" (val AP {val:.3f})" if isinstance(val, float) else ""))
     else:
         print("model     none yet (import labels, then `autoclip train`)")
+    _print_cluster(st.get("cluster"))
     r = st["retrain"]
     last = r["last"]
     print(f"retrain   last {_ago(last['started']) + ' ' + last['status'] if last else 'never'}; next {r['next_iso'] or 'off'}; "
@@ -266,6 +280,19 @@ def cmd_retry(args: argparse.Namespace, ctx: Context) -> int:
     how = "the daemon tries it again" if daemon_running(cfg) else "the daemon tries it again when it starts"
     print(f"moved {args.name} back to {dst}: {how}")
     return 0
+
+
+def _print_cluster(c: dict[str, Any] | None) -> None:
+    if not c:
+        return
+    if c.get("error"):
+        print(f"cluster   ray at {c['address']}: {c['error']}")
+        return
+    alive = [n for n in c["nodes"] if n["alive"]]
+    print(f"cluster   ray at {c['address']}: {len(alive)} nodes, {c['cpus_free']:g} of {c['cpus_total']:g} CPUs free"
+          + (f", {c['gpus_free']:g} of {c['gpus_total']:g} GPUs free" if c["gpus_total"] else ""))
+    for n in alive:
+        print(f"  node    {n['address']} ({n['id']}): {n['cpus']:g} CPUs" + (f", {n['gpus']:g} GPUs" if n["gpus"] else ""))
 
 
 def _ago(ts: float) -> str:
