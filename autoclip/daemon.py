@@ -316,6 +316,9 @@ class Daemon:
                  ", polling" if d.polling else "")
 
     def start_worker(self) -> None:
+        c = self.cfg.cluster
+        log.info("jobs run %s", "on this machine" if c.backend == "local" else
+                 f"on the Ray cluster at {c.address} (chunks of {c.chunk:g} s; this machine writes every result)")
         self.worker = Worker(self.cfg, self.config_file, self.stop, self.wake)
         self._thread("worker", self.worker.run)
 

@@ -35,5 +35,7 @@ fi
 say "installing pinned packages (torch ${TORCH_VERSION:-2.14.1} and friends; the first time takes a few minutes)"
 .venv/bin/python -m pip install -qq --disable-pip-version-check -r requirements-dev.txt
 .venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -e .
+say "installing the Ray extra (autoclip[ray], for the cluster backend and its tests)"
+.venv/bin/python -m pip install -qq --disable-pip-version-check -e '.[ray]'
 echo "$want" > "$stamp"
 say "ready: .venv/bin/autoclip --help"
