@@ -84,18 +84,26 @@ def projection(chunks: list[dict], overhead: float) -> None:
         print(f"  N={n}: about {rounds * float(np.mean(times)) + overhead:.0f} s")
 
 
+def _label(key: object) -> str:
+    return "ray x2, range-only audio" if key == "range" else f"ray x{key}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=int, default=60, choices=(10, 60), help="VOD length")
     ap.add_argument("--chunk", type=float, default=600.0, help="[cluster] chunk in seconds")
     ap.add_argument("--range-audio", action="store_true", help="also run ray x2 with audio_from_start = false")
+    ap.add_argument("--vod", type=Path, help="score this file instead (a quick check of the script)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores; media cached in {CACHE}")
-    vod = ensure_vod(CACHE / "vod-10min-720p30.mp4", 600)
-    if args.minutes == 60:
-        vod = ensure_long(CACHE / "vod-60min-720p30.mp4", vod, 6)
+    if args.vod:
+        vod = args.vod
+    else:
+        vod = ensure_vod(CACHE / "vod-10min-720p30.mp4", 600)
+        if args.minutes == 60:
+            vod = ensure_long(CACHE / "vod-60min-720p30.mp4", vod, 6)
     info = media.probe(vod)
     cfg = deployment(args.chunk)
     loaded = model(cfg)
@@ -119,10 +127,10 @@ def main() -> None:
         if args.range_audio:
             results["range"] = score_on_cluster(vod, deployment(args.chunk, c.address, range_audio=True), loaded, info)
 
-    print(f"\n{info.duration / 60:.0f}-minute VOD, chunks of {args.chunk:.0f} s:")
+    print(f"\n{info.duration / 60:.1f}-minute VOD, chunks of {args.chunk:.0f} s:")
     print(f"  local   {t_local:7.1f} s")
     for key, (lat, scores, _chunks) in results.items():
-        label = f"ray x{key}" if key != "range" else "ray x2, range-only audio"
+        label = _label(key)
         same = np.array_equal(scores.times, local.times)
         diff = float(np.abs(scores.scores - local.scores).max()) if same else float("nan")
         print(f"  {label:7} {lat:7.1f} s   ratio to local {lat / t_local:.2f}   frames on the same grid: {same}   "
@@ -131,7 +139,7 @@ def main() -> None:
         print(f"  ray x2 / ray x1 latency: {results[2][0] / results[1][0]:.2f}")
     print("\nper-chunk timings:")
     for key, (lat, _scores, chunks) in results.items():
-        report_chunks(f"ray x{key}", chunks, lat)
+        report_chunks(_label(key), chunks, lat)
     lat1, _, chunks1 = results[1]
     overhead = max(0.0, lat1 - sum(c["total"] for c in chunks1))
     projection(chunks1, overhead)

@@ -247,10 +247,12 @@ def test_a_node_that_cannot_see_the_vod_fails_the_job_and_the_daemon_goes_on(pla
     try:
         shutil.copy(vods[0], d.inbox / "unseen.mp4")
         job = _done(d, ["unseen.mp4"], 300)["unseen.mp4"]
-        assert job["state"] == "failed" and job["reason_code"] == "unreachable", job
-        assert "\n" not in job["error"] and "cannot read" in job["error"] and "unseen.mp4" in job["error"], job["error"]
+        assert job["state"] == "failed", job
+        error = job["error"]
+        assert "\n" not in error and "cannot read" in error and str(d.inbox / "unseen.mp4") in error, error
+        assert "storage every node mounts at the same path" in error
         reason = json.loads((d.root / "data" / "failed" / "unseen.mp4.reason.json").read_text())
-        assert reason["code"] == "unreachable"
+        assert reason["reason"] == error
         print(f"\nfailed with: {job['error']}")
         assert d.proc.poll() is None
         # the storage is fixed (the node comes back seeing it): the same daemon takes the next VOD

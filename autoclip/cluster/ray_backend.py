@@ -11,6 +11,7 @@ an error raised by the work itself (a bad file) is not retried and fails the job
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,7 @@ class RayRunner:
         #: per-chunk timings of the last ``score`` (start, end, frames, node, total, model seconds)
         self.last_chunks: list[dict[str, Any]] = []
         self._joined = False
+        self._stdout: Any = None
 
     # -- the cluster ---------------------------------------------------------------------
     def _connect(self) -> None:
@@ -103,6 +105,9 @@ class RayRunner:
             raise ClusterError(f"cannot join the Ray cluster at {self.c.address!r} ({_first_line(err)}): start it with "
                                "`ray start --head` or fix [cluster] address", code="cluster_down") from None
         self._joined = True
+        # Ray prints cluster error messages (e.g. "Raylet is terminated" when a node dies) to the
+        # driver's stdout, which carries the --json result: send them to stderr while joined
+        self._stdout, sys.stdout = sys.stdout, sys.stderr
         log.info("joined the Ray cluster at %s: %s CPUs", self.c.address, ray.cluster_resources().get("CPU", 0))
 
     def _options(self, **extra: Any) -> dict[str, Any]:
@@ -247,5 +252,9 @@ class RayRunner:
 
     def close(self) -> None:
         if self._joined and ray.is_initialized():
+            t0 = time.monotonic()
             ray.shutdown()
+            log.debug("left the Ray cluster in %.1f s", time.monotonic() - t0)
+        if self._stdout is not None:
+            sys.stdout, self._stdout = self._stdout, None
         self._joined = False
