@@ -266,3 +266,58 @@ def test_a_node_that_cannot_see_the_vod_fails_the_job_and_the_daemon_goes_on(pla
         assert d.proc.poll() is None
     finally:
         d.stop(timeout=60)
+
+
+TRAIN = """
+[paths]
+cache = "{cache}"
+[frames]
+size = 32
+fps = 2
+[audio]
+n_mels = 16
+window = 0.5
+[model]
+threads = 1
+[train]
+epochs = 2
+batch_size = 8
+frames_per_clip = 4
+patience = 2
+pseudo_max = 0
+[cluster]
+backend = "{backend}"
+address = "{address}"
+train_on_cluster = true
+"""
+
+
+def test_train_on_cluster_runs_the_fit_as_one_task_with_the_local_result(places, cluster) -> None:
+    from autoclip import config, labels, store
+
+    events = synth.plan_events(60, highlights=2, visual=1, audio=1, seed=5)
+    vod = synth.make_vod(places / "media" / "train.mp4", 60, events, width=160, height=90, seed=5)
+    clips = synth.sample_clips(vod, normal_per_event=1.0, seed=1)
+    out = {}
+    for backend in ("local", "ray"):
+        root = places / "shared" / f"train-{backend}"
+        root.mkdir()
+        (root / "config.toml").write_text(TRAIN.format(cache=places / "cache", backend=backend, address=cluster.address))
+        conn = store.connect(config.load(root / "config.toml").path("database"))
+        for start, end, label in clips:
+            labels.add_label(conn, vod.path, start, end, label, "import")
+        conn.close()
+        t0 = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "autoclip", "--config", str(root / "config.toml"), "train", "--json",
+                              "--threads", "1"], capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, res.stderr[-3000:]
+        print(f"\ntraining with backend {backend}: {time.monotonic() - t0:.1f} s")
+        result = json.loads(res.stdout)
+        metrics = json.loads((root / "data" / "models" / result["model"] / "metrics.json").read_text())
+        out[backend] = (result, metrics, res.stderr)
+    assert "training on the cluster (one task" in out["ray"][2] and "training on the cluster" not in out["local"][2]
+    local, ray_ = out["local"][1], out["ray"][1]
+    assert [h["epoch"] for h in ray_["history"]] == [h["epoch"] for h in local["history"]]
+    assert np.allclose([h["loss"] for h in ray_["history"]], [h["loss"] for h in local["history"]], atol=1e-4)
+    assert ray_["val"]["ap"] == pytest.approx(local["val"]["ap"], abs=1e-6)
+    assert out["ray"][0]["promoted"]
