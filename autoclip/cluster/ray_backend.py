@@ -59,7 +59,7 @@ def _clip(vod: str, segment: Segment, index: int, st: ClipSettings, gain: Any) -
 
 
 @ray.remote
-def _fit(dims: dict[str, Any], state: dict[str, Any], train: SplitData, val: SplitData, cfg: Config,
+def _fit(dims: dict[str, Any], state: dict[str, Any], rng: Any, train: SplitData, val: SplitData, cfg: Config,
          pretrained: bool) -> tuple[dict[str, Any], FitResult]:
     import numpy as np
     import torch
@@ -70,6 +70,7 @@ def _fit(dims: dict[str, Any], state: dict[str, Any], train: SplitData, val: Spl
     set_threads(cfg.model.threads)
     net = build_model(ModelDims.from_dict(dims), "none")
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    torch.set_rng_state(torch.from_numpy(np.array(rng)))  # dropout draws as the head's would: same result
     result = fit(net, train, val, cfg, pretrained=pretrained, progress=False)
     return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}, result
 
@@ -232,7 +233,8 @@ class RayRunner:
         task_cfg = cfg.model_copy(deep=True)
         task_cfg.model.threads = self.task_threads
         log.info("training on the cluster (one task: %s CPUs, %s GPUs)", self.c.num_cpus, self.c.num_gpus)
-        ref = _fit.options(**self._options()).remote(net.dims.to_dict(), state, train, val, task_cfg, pretrained)
+        rng = torch.get_rng_state().numpy()
+        ref = _fit.options(**self._options()).remote(net.dims.to_dict(), state, rng, train, val, task_cfg, pretrained)
         new_state, result = self._get(ref, "training on the cluster")
         net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in new_state.items()})
         return result
