@@ -10,28 +10,46 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autoclip.fsutil import TMP_PREFIX
-
-if TYPE_CHECKING:
-    from autoclip.jobs import Job
 
 log = logging.getLogger(__name__)
 
 
-def kill_orphan(job: Job) -> bool:
-    """Kill the process group of a job's child left running by a crashed daemon (checked by its marker)."""
-    child = job.child or {}
-    pgid = child.get("pgid")
-    if not isinstance(pgid, int) or pgid <= 1 or not _group_is_ours(pgid, job.id):
+def autoclip_cmd(config_file: Path | None, *args: str) -> list[str]:
+    """The command line of an autoclip child process using the same interpreter and config."""
+    cmd = [sys.executable, "-m", "autoclip"]
+    if config_file is not None:
+        cmd += ["--config", str(config_file)]
+    return cmd + list(args)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child: ours, without systemd's notify socket, unbuffered, plus ``extra``."""
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)  # only the daemon talks to systemd
+    env.pop("WATCHDOG_USEC", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def kill_orphan(pgid: Any, job_id: str) -> bool:
+    """Kill the process group ``pgid`` of job ``job_id``'s child left running by a crashed daemon.
+
+    Only when a process of that group carries the job's marker in its environment, so a reused
+    group id never kills a stranger.
+    """
+    if not isinstance(pgid, int) or pgid <= 1 or not _group_is_ours(pgid, job_id):
         return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-        log.warning("killed the leftover process group %d of job %s", pgid, job.id)
+        log.warning("killed the leftover process group %d of job %s", pgid, job_id)
         return True
     return False
 

@@ -19,14 +19,13 @@ import os
 import signal
 import sqlite3
 import stat
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from autoclip import sdnotify, store
-from autoclip.child import ChildResult, run_child
+from autoclip.child import ChildResult, autoclip_cmd, child_env, run_child
 from autoclip.config import Config
 from autoclip.errors import AutoclipError, UsageError
 from autoclip.fsutil import clean_temp_files
@@ -44,23 +43,6 @@ LOCK_NAME = ".daemon.lock"
 IGNORED_META = "daemon.ignored"
 #: how many of them `autoclip status` names
 IGNORED_SHOWN = 20
-
-
-def autoclip_cmd(config_file: Path | None, *args: str) -> list[str]:
-    """The command line of an autoclip child process using the same interpreter and config."""
-    cmd = [sys.executable, "-m", "autoclip"]
-    if config_file is not None:
-        cmd += ["--config", str(config_file)]
-    return cmd + list(args)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("NOTIFY_SOCKET", None)  # only the daemon talks to systemd
-    env.pop("WATCHDOG_USEC", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 class Worker:

@@ -393,7 +393,7 @@ class JobStore:
         self._reindex()
         requeued = []
         for job in self.list(ACTIVE, limit=10_000):
-            kill_orphan(job)
+            kill_orphan((job.child or {}).get("pgid"), job.id)
             if job.attempts >= self.cfg.daemon.max_attempts:
                 self.fail(job, "interrupted", f"interrupted {job.attempts} times (the daemon stopped or crashed while it ran)", retry=False)
             else:

@@ -193,8 +193,7 @@ class RetrainScheduler:
 
     def _run_child(self, trigger: str) -> str:
         """One `autoclip train --json` child; it keeps its own ``retrain_runs`` row (trainrun.RunRecord)."""
-        from autoclip.child import run_child
-        from autoclip.daemon import autoclip_cmd, child_env
+        from autoclip.child import autoclip_cmd, child_env, run_child
 
         r = self.cfg.retrain
         t0 = store.now()

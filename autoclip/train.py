@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import sqlite3
 import tempfile
 import time
@@ -40,8 +41,6 @@ from autoclip.registry import Registry, decide_promotion
 from autoclip.trainrun import (
     RunRecord,
     TrainLock,
-    check_label_items,
-    enqueue_check_labels,
     gather_pseudo,
     record_skipped,
 )
@@ -172,6 +171,41 @@ def evaluate(net: HighlightNet, data: SplitData, threshold: float) -> tuple[dict
     out = metrics.split_metrics(data.clip_labels, clip_prob, data.targets[human] >= 0.5, frame_prob, threshold)
     out["log_loss"] = metrics.log_loss(data.targets[human] >= 0.5, frame_prob)
     return out, frame_prob, clip_prob
+
+
+def check_label_items(net: HighlightNet, data: dict[str, SplitData], model_id: str) -> list[dict[str, Any]]:
+    """Every labelled clip with the model's clip probability and its loss, highest loss first."""
+    items = []
+    for split in data.values():
+        if not split.clips:
+            continue
+        _, _, clip_prob = evaluate(net, split, 0.5)
+        for clip, p in zip(split.clips, clip_prob, strict=True):
+            p = float(np.clip(p, 1e-6, 1 - 1e-6))
+            loss = -math.log(p) if clip.label else -math.log(1 - p)
+            items.append({"label_id": clip.label_id, "vod": clip.vod, "fingerprint": clip.fingerprint,
+                          "start": clip.start, "end": clip.end, "score": p, "loss": loss, "model": model_id})
+    return sorted(items, key=lambda it: -it["loss"])
+
+
+def queue_labels_to_check(conn: sqlite3.Connection, cfg: Config, net: HighlightNet, data: dict[str, SplitData],
+                          model_id: str) -> int:
+    """Send the labels the new model disagrees with most back to review (``[review] check_labels``).
+
+    The model is saved by then: a busy database only costs the hint, logged, never the training.
+    """
+    if cfg.review.check_labels <= 0:
+        return 0
+    from autoclip.review import queue
+
+    items = check_label_items(net, data, model_id)
+    if not items:
+        return 0
+    try:
+        return len(queue.enqueue_check_labels(conn, cfg, items))
+    except sqlite3.Error as err:
+        log.warning("could not queue labels for checking: %s", err)
+        return 0
 
 
 def _optimizer(net: HighlightNet, cfg: Config, pretrained: bool) -> torch.optim.Optimizer:
@@ -400,7 +434,7 @@ def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: High
     if promote:
         registry.promote(model_id)
     log.info("model %s: val AP %s, test AP %s; %s", model_id, _fmt(val.get("ap")), _fmt(test.get("ap")), reason)
-    enqueue_check_labels(conn, cfg, check_label_items(net, data, model_id))
+    queue_labels_to_check(conn, cfg, net, data, model_id)
     return {"model": model_id, "promoted": promote, "skipped": False, "reason": reason,
             "label_hash": label_hash, "metrics": {"val": val, "test": test}}
 

@@ -1,5 +1,5 @@
 """The parts of a training run around the loop: the single-run lock, the ``retrain_runs`` record,
-the teacher's pseudo-labels and the labels sent back to review."""
+and the teacher's pseudo-labels (the loop itself is in ``train``, which imports this)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from autoclip.config import Config
 
 if TYPE_CHECKING:
     from autoclip.dataset import Clip, FeatureCache
-    from autoclip.model import HighlightNet
     from autoclip.registry import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -178,45 +177,3 @@ def gather_pseudo(cfg: Config, cache: FeatureCache, teacher: LoadedModel, clips:
     f, m, y = np.concatenate(frames), np.concatenate(mels), np.concatenate(targets)
     keep = np.sort(np.random.default_rng(t.seed).permutation(len(y))[: t.pseudo_max])
     return f[keep], m[keep], y[keep]
-
-
-# ---------------------------------------------------------------------------------------------
-# Labels to check
-# ---------------------------------------------------------------------------------------------
-
-
-def check_label_items(net: HighlightNet, data: dict[str, Any], model_id: str) -> list[dict[str, Any]]:
-    """Every labelled clip with the model's clip probability and its loss, highest loss first."""
-    from autoclip.train import evaluate
-
-    items = []
-    for split in data.values():
-        if not split.clips:
-            continue
-        _, _, clip_prob = evaluate(net, split, 0.5)
-        for clip, p in zip(split.clips, clip_prob, strict=True):
-            p = float(np.clip(p, 1e-6, 1 - 1e-6))
-            loss = -math.log(p) if clip.label else -math.log(1 - p)
-            items.append({"label_id": clip.label_id, "vod": clip.vod, "fingerprint": clip.fingerprint,
-                          "start": clip.start, "end": clip.end, "score": p, "loss": loss, "model": model_id})
-    return sorted(items, key=lambda it: -it["loss"])
-
-
-def enqueue_check_labels(conn: sqlite3.Connection, cfg: Config, items: list[dict[str, Any]]) -> int:
-    """Hand the items to the review queue when it offers ``enqueue_check_labels``; never fails training."""
-    if cfg.review.check_labels <= 0 or not items:
-        return 0
-    try:
-        from autoclip.review import queue
-    except ImportError:
-        log.info("review queue not available; no labels queued for checking")
-        return 0
-    func = getattr(queue, "enqueue_check_labels", None)
-    if func is None:
-        log.info("review queue has no enqueue_check_labels; no labels queued for checking")
-        return 0
-    try:
-        return len(func(conn, cfg, items) or [])
-    except Exception as err:  # noqa: BLE001 - the model is saved; the review hint is optional
-        log.warning("could not queue labels for checking: %s", err)
-        return 0

@@ -17,7 +17,7 @@ import pytest
 from autoclip import config, store
 from autoclip.child import kill_orphan, run_child
 from autoclip.daemon import intake
-from autoclip.jobs import STATE_FILE, Job, JobStore
+from autoclip.jobs import STATE_FILE, JobStore
 from autoclip.watcher import Candidate
 
 
@@ -190,8 +190,7 @@ def test_recover_kills_the_orphaned_child_group(js: JobStore) -> None:
         job.child = {"pid": proc.pid, "pgid": proc.pid}
         js.save(job)
         time.sleep(0.2)
-        fake = Job(id=job.id, source=job.source, child={"pid": other.pid, "pgid": other.pid})
-        assert not kill_orphan(fake)  # the marker does not match: never kill a stranger
+        assert not kill_orphan(other.pid, job.id)  # the marker does not match: never kill a stranger
         js.recover()
         assert proc.wait(5) == -signal.SIGKILL
         assert other.poll() is None
