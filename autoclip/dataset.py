@@ -4,10 +4,9 @@
 * ``split_clips`` makes train/val/test splits in which no clip, and no pair of clips of one VOD
   that overlap or touch in time, straddles two splits. With at least 3 VODs (that give both
   classes to training and validation) whole VODs are kept together.
-* ``FeatureCache`` keeps decoded samples on disk keyed by the VOD's content fingerprint, the
-  decode settings and the time range, so retraining never decodes a VOD twice.
 * ``clip_samples`` / ``pseudo_samples`` decode (or fetch from the cache) the frames and log-mel
-  windows of a labelled clip, or of the moments of a processed VOD a teacher model was sure of.
+  windows of a labelled clip, or of the moments of a processed VOD a teacher model was sure of,
+  through the on-disk ``featcache.FeatureCache``.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ import json
 import logging
 import math
 import sqlite3
-import zipfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,18 +27,16 @@ import numpy as np
 from autoclip import fsutil
 from autoclip.config import Config
 from autoclip.errors import AutoclipError, LabelError
+from autoclip.featcache import Arrays, FeatureCache, decode_settings
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-#: bump when the meaning of cached arrays changes (decoder, mel scaling): old entries are ignored
-CACHE_VERSION = 1
 #: pseudo-label frames are decoded in blocks of this many seconds on a fixed grid (cache reuse)
 PSEUDO_BLOCK = 4.0
 #: with frames_per_clip set, clips longer than this many times the cap are decoded sparsely
 SPARSE_FACTOR = 3
 
-Arrays = dict[str, np.ndarray]
 Samples = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -236,66 +232,6 @@ def split_clips(
         out[name] = sorted(members, key=lambda c: (c.fingerprint, c.start, c.end, c.label_id))
     log.debug("split %s: %s", split_strategy(clips), {k: len(v) for k, v in out.items()})
     return out
-
-
-# ---- Feature cache -------------------------------------------------------------------------
-
-
-class FeatureCache:
-    """Decoded samples on disk: ``folder/<fingerprint>/<hash of key>.npz``, written atomically."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.hits = 0
-        self.misses = 0
-
-    def path_for(self, fingerprint: str, key: dict[str, Any]) -> Path:
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-        safe = "".join(ch for ch in fingerprint if ch.isalnum() or ch in "-_") or "unknown"
-        return self.folder / safe / f"{digest}.npz"
-
-    def get(self, fingerprint: str, key: dict[str, Any]) -> Arrays | None:
-        path = self.path_for(fingerprint, key)
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            if str(arrays.pop("_key")) != json.dumps(key, sort_keys=True):
-                raise ValueError("key mismatch")
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            log.warning("ignoring unreadable cache entry %s (%s); decoding again", path, err)
-            path.unlink(missing_ok=True)
-            return None
-        self.hits += 1
-        return arrays
-
-    def put(self, fingerprint: str, key: dict[str, Any], arrays: Arrays) -> Path:
-        path = self.path_for(fingerprint, key)
-        with fsutil.atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, _key=np.array(json.dumps(key, sort_keys=True)), **arrays)
-        return path
-
-    def fetch(self, fingerprint: str, key: dict[str, Any], decode: Callable[[], Arrays]) -> Arrays:
-        """The cached arrays for ``key``, decoding and storing them on a miss."""
-        arrays = self.get(fingerprint, key)
-        if arrays is None:
-            self.misses += 1
-            arrays = decode()
-            self.put(fingerprint, key, arrays)
-        return arrays
-
-
-def decode_settings(cfg: Config, vod: str | Path) -> dict[str, Any]:
-    """Everything that changes decoded samples, for cache keys."""
-    crop = cfg.frames.crop_for(vod)
-    return {
-        "v": CACHE_VERSION,
-        "fps": cfg.frames.fps,
-        "size": cfg.frames.size,
-        "crop": list(crop) if crop else None,
-        "audio": cfg.audio.model_dump(),
-    }
 
 
 def locate_vod(vod: str | Path, fingerprint: str, cfg: Config) -> Path:

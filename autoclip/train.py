@@ -345,7 +345,8 @@ def _skipped(model: str | None, reason: str, registry: Registry | None = None,
 
 def _train_locked(cfg: Config, conn: sqlite3.Connection, registry: Registry, *, trigger: str, pseudo: bool,
                   progress: bool, kind: str | None, force: bool) -> dict[str, Any]:
-    from autoclip.dataset import FeatureCache, label_set_hash, load_clips, split_clips
+    from autoclip.dataset import label_set_hash, load_clips, split_clips
+    from autoclip.featcache import FeatureCache
 
     clips = load_clips(conn)
     labels = {c.label for c in clips}

@@ -19,7 +19,8 @@ from autoclip import store
 from autoclip.config import Config
 
 if TYPE_CHECKING:
-    from autoclip.dataset import Clip, FeatureCache
+    from autoclip.dataset import Clip
+    from autoclip.featcache import FeatureCache
     from autoclip.registry import LoadedModel
 
 log = logging.getLogger(__name__)

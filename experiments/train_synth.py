@@ -67,7 +67,8 @@ def make_config(folder: Path, kind: str, seed: int, threads: int, overrides: dic
 
 
 def decode_all(cfg: config_mod.Config, conn: Any) -> float:
-    from autoclip.dataset import FeatureCache, clip_samples, load_clips
+    from autoclip.dataset import clip_samples, load_clips
+    from autoclip.featcache import FeatureCache
 
     t0 = time.monotonic()
     cache = FeatureCache(cfg.path("cache"))

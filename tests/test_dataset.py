@@ -14,6 +14,7 @@ import pytest
 from autoclip import config, dataset, labels, store, synth
 from autoclip.dataset import Clip
 from autoclip.errors import LabelError
+from autoclip.featcache import FeatureCache, decode_settings
 
 # ---------------------------------------------------------------------------------------------
 # Splits (pure)
@@ -189,13 +190,13 @@ def test_clip_samples_are_cached_and_never_decoded_twice(vod: synth.SynthVod, tm
     labels.add_label(conn, path, 3.0, 5.0, "highlight", "cli")
     clip = dataset.load_clips(conn)[0]
     cfg = make_cfg(work)
-    cache = dataset.FeatureCache(cfg.path("cache"))
+    cache = FeatureCache(cfg.path("cache"))
     times, frames, mels = dataset.clip_samples(clip, cfg, cache)
     assert cache.misses == 1 and cache.hits == 0
     assert frames.dtype == np.uint8 and frames.shape == (len(times), 32, 32, 3) and 7 <= len(times) <= 9
     assert mels.dtype == np.float32 and mels.shape[:2] == (len(times), cfg.audio.n_mels)
     assert times.min() >= 3.0 and times.max() < 5.0 and np.all(np.diff(times) > 0)
-    settings = dataset.decode_settings(cfg, clip.vod)
+    settings = decode_settings(cfg, clip.vod)
     entry = cache.path_for(clip.fingerprint, {**settings, "range": [3.0, 5.0]})
     assert entry.is_file() and entry.suffix == ".npz"
     entry.write_bytes(entry.read_bytes()[:100])  # a torn or damaged entry is decoded again
@@ -203,7 +204,7 @@ def test_clip_samples_are_cached_and_never_decoded_twice(vod: synth.SynthVod, tm
     assert cache.misses == 2
 
     path.unlink()  # the VOD is gone: only the cache can answer now
-    again = dataset.FeatureCache(cfg.path("cache"))
+    again = FeatureCache(cfg.path("cache"))
     t2, f2, m2 = dataset.clip_samples(clip, cfg, again)
     assert again.misses == 0 and again.hits == 1
     np.testing.assert_array_equal(t2, times)
@@ -227,7 +228,7 @@ def test_clip_samples_are_cached_and_never_decoded_twice(vod: synth.SynthVod, tm
 def test_long_clips_with_a_frame_cap_are_decoded_sparsely(vod: synth.SynthVod, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, frames_per_clip=3)
     clip = Clip(str(vod.path), dataset.fsutil.fingerprint(vod.path), 1.0, 13.0, 0, 1)
-    cache = dataset.FeatureCache(cfg.path("cache"))
+    cache = FeatureCache(cfg.path("cache"))
     times, frames, mels = dataset.clip_samples(clip, cfg, cache)
     assert len(times) == 3 and frames.shape[0] == mels.shape[0] == 3
     np.testing.assert_allclose(times, [3.0, 7.0, 11.0], atol=0.25)
@@ -245,7 +246,7 @@ def test_pseudo_samples_take_confident_unlabelled_moments_and_cache_them(vod: sy
     teacher[(grid >= 9.0) & (grid < 13.0)] = 0.03  # confident normal
     teacher[grid < 1.0] = 0.8                       # not confident enough
     args = dict(confidence=0.9, max_n=12, exclude_ranges=[(3.0, 4.0)], margin=0.5)
-    cache = dataset.FeatureCache(cfg.path("cache"))
+    cache = FeatureCache(cfg.path("cache"))
     times, frames, mels, soft = dataset.pseudo_samples(cfg, cache, path, fp, grid, teacher, **args)
     assert 0 < len(times) <= 12 and frames.shape == (len(times), 32, 32, 3) and mels.shape[0] == len(times)
     assert np.all((soft >= 0.9) | (soft <= 0.1))
@@ -256,7 +257,7 @@ def test_pseudo_samples_take_confident_unlabelled_moments_and_cache_them(vod: sy
     assert cache.misses >= 1 and len(list(cfg.path("cache").rglob("*.npz"))) == cache.misses
 
     path.unlink()
-    again = dataset.FeatureCache(cfg.path("cache"))
+    again = FeatureCache(cfg.path("cache"))
     second = dataset.pseudo_samples(cfg, again, path, fp, grid, teacher, **args)
     assert again.misses == 0
     for a, b in zip(second, (times, frames, mels, soft), strict=True):
