@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "labels",
     "models",
     "process",
+    "crop",
     "review",
     "daemon",
     "demo",

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import ffmpeg
 
+from autoclip.media.probe import file_url
+
 if TYPE_CHECKING:
     from autoclip.render import ClipSettings
     from autoclip.selection import Segment
@@ -86,11 +88,6 @@ def path_arg(path: str | os.PathLike[str]) -> str:
     return _hide(os.path.abspath(os.fspath(path)))
 
 
-def url(path: str | os.PathLike[str]) -> str:
-    """``file:`` URL of a path: a name starting with '-' or holding ':' is never an option or protocol."""
-    return "file:" + os.path.abspath(os.fspath(path))
-
-
 def compile_args(node: Any, ffmpeg_bin: str = "ffmpeg", loglevel: str = "error") -> list[str]:
     """The ffmpeg argument list of an ffmpeg-python output node (pure)."""
     node = node.global_args(*GLOBAL_ARGS, "-loglevel", loglevel)
@@ -100,7 +97,7 @@ def compile_args(node: Any, ffmpeg_bin: str = "ffmpeg", loglevel: str = "error")
 def seek_input(vod: str | os.PathLike[str], start: float) -> Any:
     """The VOD opened with input seeking (``-ss`` before ``-i``): decoding starts at the keyframe
     before ``start``, so a cut costs its own length, never the VOD's."""
-    return ffmpeg.input(_hide(url(vod)), ss=f"{max(0.0, start):.3f}", protocol_whitelist="file")
+    return ffmpeg.input(_hide(file_url(vod)), ss=f"{max(0.0, start):.3f}", protocol_whitelist="file")
 
 
 def silence() -> Any:
@@ -196,13 +193,13 @@ def short_graph(vod: str | os.PathLike[str], segment: Segment, out: str | os.Pat
 def concat_graph(list_file: str | os.PathLike[str], out: str | os.PathLike[str],
                  metadata: str | os.PathLike[str] | None = None) -> Any:
     """The clips named in ``list_file`` joined by stream copy; chapters from ``metadata``."""
-    clips = ffmpeg.input(_hide(url(list_file)), f="concat", safe=0, protocol_whitelist="file")
+    clips = ffmpeg.input(_hide(file_url(list_file)), f="concat", safe=0, protocol_whitelist="file")
     opts: dict[str, Any] = {"c": "copy", "movflags": "+faststart", "f": "mp4"}
     streams = [clips["v"], clips["a"]]
     if metadata is not None:
         # ffmpeg-python adds an input only when one of its streams is mapped: mapping the
         # metadata file's (absent) data streams optionally ("1:d?" maps nothing) makes it input 1
-        meta = ffmpeg.input(_hide(url(metadata)), f="ffmetadata", protocol_whitelist="file")
+        meta = ffmpeg.input(_hide(file_url(metadata)), f="ffmetadata", protocol_whitelist="file")
         streams.append(meta["d?"])
         opts.update(map_metadata=1, map_chapters=1)
     return ffmpeg.output(*streams, path_arg(out), **opts)
@@ -210,7 +207,7 @@ def concat_graph(list_file: str | os.PathLike[str], out: str | os.PathLike[str],
 
 def frame_graph(video: str | os.PathLike[str], at: float, out: str | os.PathLike[str], quality: int = 3) -> Any:
     """One frame of ``video`` at ``at`` seconds as a JPEG (a short's thumbnail)."""
-    src = ffmpeg.input(_hide(url(video)), ss=f"{max(0.0, at):.3f}", protocol_whitelist="file")
+    src = ffmpeg.input(_hide(file_url(video)), ss=f"{max(0.0, at):.3f}", protocol_whitelist="file")
     return ffmpeg.output(src["v:0"], path_arg(out), vframes=1, update=1, f="image2",
                          **{"q:v": quality})
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
-import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 from autoclip import fsutil, store
 from autoclip.errors import LabelError
+from autoclip.timefmt import hms, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,6 @@ IMBALANCE_RATIO = 0.2
 MIN_SECONDS = 0.5
 #: bad rows named in an import error's one-line message (all of them are in ``.problems``)
 _MAX_SHOWN = 20
-
-_HMS = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
-
 
 class LabelImportError(LabelError):
     """A CSV file with bad rows. ``problems`` holds every ``(line, reason)``."""
@@ -61,37 +57,6 @@ class LabelImportError(LabelError):
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_time(text: str | float | int) -> float:
-    """Seconds from ``"12.5"``, ``"MM:SS"`` or ``"HH:MM:SS(.mmm)"``, rounded to milliseconds."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        s = text.strip()
-        m = _HMS.match(s)
-        if m:
-            hours, minutes, seconds = int(m.group(1) or 0), int(m.group(2)), float(m.group(3))
-            if minutes >= 60 or seconds >= 60:
-                raise ValueError(f"time {s!r}: minutes and seconds must be below 60")
-            value = hours * 3600 + minutes * 60 + seconds
-        else:
-            try:
-                value = float(s)
-            except ValueError:
-                raise ValueError(f"time {s!r} is not seconds or HH:MM:SS(.mmm)") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"time {text!r} must be a finite number of seconds >= 0")
-    return round(value, 3)
-
-
-def format_time(seconds: float) -> str:
-    """``3725.5`` -> ``"1:02:05.500"``."""
-    ms = round(seconds * 1000)
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h}:{m:02d}:{s:02d}.{ms:03d}"
-
-
 def normalize_label(text: str) -> str:
     label = str(text).strip().lower()
     if label not in LABELS:
@@ -106,7 +71,7 @@ def _check_range(start: float, end: float) -> None:
 
 def _describe(row: sqlite3.Row | dict[str, Any]) -> str:
     return (
-        f"label #{row['id']} {row['label']} {format_time(row['start'])}-{format_time(row['end'])} "
+        f"label #{row['id']} {row['label']} {hms(row['start'], 3, compact=True)}-{hms(row['end'], 3, compact=True)} "
         f"(source {row['source']})"
     )
 
@@ -179,7 +144,7 @@ def add_label(
         clash = _find_contradiction(conn, fp, t0, t1, label)
         if clash is not None:
             raise LabelError(
-                f"{label} {format_time(t0)}-{format_time(t1)} of {Path(path).name} overlaps "
+                f"{label} {hms(t0, 3, compact=True)}-{hms(t1, 3, compact=True)} of {Path(path).name} overlaps "
                 f"{_describe(clash)} of the same VOD: fix the times, or delete the wrong one "
                 f"with `autoclip label delete {clash['id']}`"
             )
@@ -419,7 +384,7 @@ def _overlap_warnings(rows: list[dict[str, Any]]) -> list[str]:
                 kind = "duplicate" if (r["start"], r["end"]) == (reach["start"], reach["end"]) else "overlapping"
                 out.append(
                     f"{kind} {r['label']} labels #{reach['id']} and #{r['id']} on {Path(r['vod']).name} "
-                    f"({format_time(r['start'])}): merge them or delete one"
+                    f"({hms(r['start'], 3, compact=True)}): merge them or delete one"
                 )
             if r["end"] > reach["end"]:
                 reach = r

@@ -35,6 +35,7 @@ from autoclip.config import Config, RenderConfig
 from autoclip.errors import ConfigError, DiskFullError, MediaError
 from autoclip.fsutil import TMP_PREFIX, atomic_path, atomic_write_json, atomic_write_text
 from autoclip.selection import Segment
+from autoclip.timefmt import hms
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,6 @@ _STDERR_TAIL = 20
 # ---------------------------------------------------------------------------------------------
 
 
-def hms(t: float) -> str:
-    """HH:MM:SS of a time in seconds."""
-    s = int(max(0.0, t))
-    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def safe_name(text: str, limit: int = 80) -> str:
@@ -231,9 +228,6 @@ def clip_settings(rcfg: RenderConfig, *, src_fps: float, src_height: int, has_au
         video_codec=rcfg.video_codec, preset=rcfg.preset, crf=rcfg.crf, audio_bitrate=rcfg.audio_bitrate,
         ffmpeg=ffmpeg,
     )
-
-
-_url = graphs.url
 
 
 def clip_command(vod: str | os.PathLike[str], segment: Segment, out: str | os.PathLike[str], st: ClipSettings,
@@ -439,50 +433,3 @@ def render_reel(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg: C
              len(short_entries), ", ".join(exports) or "none")
     return RenderResult(name, out["reel"], out["segments"], exports.get("edl"), out["chapters"], published,
                         exports, [p for p in shorts if p.suffix == ".mp4"], out["shorts"] / "shorts.json" if shorts else None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Crop helper: one full-resolution frame with a labelled pixel grid
-# ---------------------------------------------------------------------------------------------
-
-
-def grid_step(width: int, height: int) -> int:
-    """A round grid spacing giving roughly 8-20 lines across the frame."""
-    for step in (10, 20, 25, 50, 100, 200, 250, 500):
-        if max(width, height) / step <= 20:
-            return step
-    return 1000
-
-
-def crop_preview_command(vod: str | os.PathLike[str], at: float, out: str | os.PathLike[str], *,
-                         width: int, height: int, box: tuple[int, int, int, int] | None,
-                         current: bool, font: str | None, ffmpeg: str = "ffmpeg") -> list[str]:
-    """ffmpeg arguments saving the frame at ``at`` as PNG with a labelled grid and ``box`` drawn
-    (green: the configured crop; yellow: a suggestion)."""
-    step = grid_step(width, height)
-    size = max(10, min(width, height) // 45)
-    font_opt = f"fontfile={escape_value(font)}:" if font else ""
-    label = f"{font_opt}fontsize={size}:fontcolor=yellow:box=1:boxcolor=black@0.6:boxborderw=2"
-    parts = [f"drawgrid=w={step}:h={step}:t=1:c=white@0.35"]
-    parts += [f"drawtext={label}:text={x}:x={x + 2}:y=2" for x in range(step, width, step)]
-    parts += [f"drawtext={label}:text={y}:x=2:y={y + 2}" for y in range(step, height, step)]
-    if box is not None:
-        x, y, w, h = box
-        parts.append(f"drawbox=x={x}:y={y}:w={w}:h={h}:color={'lime' if current else 'yellow'}:t={max(2, size // 4)}")
-    return [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
-            "-protocol_whitelist", "file", "-ss", f"{max(0.0, at):.3f}", "-i", _url(vod),
-            "-frames:v", "1", "-vf", ",".join(parts), "-update", "1", "-f", "image2", "-c:v", "png",
-            os.path.abspath(os.fspath(out))]
-
-
-def save_crop_preview(vod: str | os.PathLike[str], at: float, out: str | os.PathLike[str], *, width: int,
-                      height: int, box: tuple[int, int, int, int] | None, current: bool,
-                      cfg: Config) -> Path:
-    out = Path(out)
-    font = find_font(cfg.render.font)
-    with atomic_path(out, suffix=".png") as tmp:
-        run_ffmpeg(crop_preview_command(vod, at, tmp, width=width, height=height, box=box, current=current,
-                                        font=font, ffmpeg=cfg.media.ffmpeg), f"saving a frame at {hms(at)}")
-        if tmp.stat().st_size == 0:
-            raise MediaError(f"no frame at {hms(at)} in {Path(vod).name}; pick an earlier time", code="render")
-    return out

@@ -23,6 +23,7 @@ from typing import Any
 from autoclip import store
 from autoclip.config import Config
 from autoclip.errors import ConfigError
+from autoclip.timefmt import when
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class RetrainScheduler:
         self._sched.start()
         nxt = next_cron(self.cfg.retrain.cron)
         log.info("retraining scheduled '%s' (next %s) and after %d new labels", self.cfg.retrain.cron,
-                 _when(nxt), self.cfg.retrain.min_new_labels)
+                 when(nxt), self.cfg.retrain.min_new_labels)
 
     def shutdown(self) -> None:
         if self._sched is not None:
@@ -140,7 +141,7 @@ class RetrainScheduler:
         due = next_cron(self.cfg.retrain.cron, float(mark))
         if due is None or due > now:
             return False
-        log.warning("the retraining scheduled for %s was missed while the daemon was down: running it once now", _when(due))
+        log.warning("the retraining scheduled for %s was missed while the daemon was down: running it once now", when(due))
         return True
 
     # -- triggers --------------------------------------------------------------------------
@@ -259,10 +260,6 @@ def _outcome(res: Any) -> tuple[str, str, dict[str, Any]]:
 
 def _int_bool(v: Any) -> int | None:
     return None if v is None else int(bool(v))
-
-
-def _when(ts: float | None) -> str:
-    return "never" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
 def status(cfg: Config, conn: sqlite3.Connection) -> dict[str, Any]:

@@ -115,7 +115,7 @@ class _Progress:
             self._task = self._bar.add_task(name, total=self.duration, pos="", speed="")
 
     def update(self, position: float) -> None:
-        from autoclip.render import hms
+        from autoclip.timefmt import hms
 
         elapsed = time.monotonic() - self.t0
         speed = position / elapsed if elapsed > 0 else 0.0

@@ -33,19 +33,6 @@ def write_csv(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_parse_time_accepts_seconds_and_clock_times() -> None:
-    assert labels.parse_time("90") == 90.0
-    assert labels.parse_time(" 12.25 ") == 12.25
-    assert labels.parse_time("1:30") == 90.0
-    assert labels.parse_time("00:01:30.500") == 90.5
-    assert labels.parse_time("1:00:00") == 3600.0
-    assert labels.parse_time("00:00:01.0004") == 1.0
-    for bad in ("abc", "-1", "1:75", "nan", "inf", "", "1:2:3:4"):
-        with pytest.raises(ValueError):
-            labels.parse_time(bad)
-    assert labels.format_time(3725.5) == "1:02:05.500"
-
-
 def test_import_resolves_relative_paths_reads_clock_times_and_reimport_adds_nothing(vod_dir: Path, conn) -> None:
     csv_path = write_csv(vod_dir.parent / "labels.csv", [
         "vod,start,end,label",

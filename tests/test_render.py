@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from autoclip import config, media, render, synth, timeline
+from autoclip.commands import crop
 from autoclip.errors import ConfigError, DiskFullError, MediaError
 from autoclip.fsutil import TMP_PREFIX
 from autoclip.selection import Segment
@@ -22,8 +23,6 @@ HOSTILE = "-it's a \"reel\" [x],y;z%d ストリーム"
 # ---------------------------------------------------------------------------------------------
 
 
-def test_hms():
-    assert render.hms(3725.9) == "01:02:05"
 
 
 def test_safe_reel_names():
@@ -218,8 +217,8 @@ def test_crop_preview_png(vods, tmp_path):
     from PIL import Image
 
     out = tmp_path / "x.png"
-    render.save_crop_preview(vod.path, 6.0, out, width=320, height=180, box=vod.facecam, current=True,
-                             cfg=deployment(tmp_path))
+    crop.save_crop_preview(vod.path, 6.0, out, width=320, height=180, box=vod.facecam, current=True,
+                           cfg=deployment(tmp_path))
     with Image.open(out) as im:
         assert im.size == (320, 180)
         px = np.asarray(im.convert("RGB"))

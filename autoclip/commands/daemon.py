@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import fcntl
 import os
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autoclip.commands import Context, add_command, add_json, emit_json
+from autoclip.timefmt import when
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -240,7 +240,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         r = st["running"]
         print(f"running   {r['file']} ({r['state']}, attempt {r['attempts']}){'  ' + r['progress'] if r['progress'] else ''}")
     for j in st["queued"][:5]:
-        wait = f", retry {_ago(j['next_try'])}" if j["next_try"] and j["next_try"] > time.time() else ""
+        wait = f", retry {when(j['next_try'], seconds=True)}" if j["next_try"] and j["next_try"] > time.time() else ""
         print(f"queued    {j['file']}{wait}")
     for j in st["failures"]:
         print(f"failed    {j['name']} ({j['code']}): {j['error']}")
@@ -262,7 +262,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     _print_cluster(st.get("cluster"))
     r = st["retrain"]
     last = r["last"]
-    print(f"retrain   last {_ago(last['started']) + ' ' + last['status'] if last else 'never'}; next {r['next_iso'] or 'off'}; "
+    print(f"retrain   last {when(last['started'], seconds=True) + ' ' + last['status'] if last else 'never'}; next {r['next_iso'] or 'off'}; "
           f"{r['new_labels']}/{r['min_new_labels']} new labels")
     return 0
 
@@ -294,6 +294,3 @@ def _print_cluster(c: dict[str, Any] | None) -> None:
     for n in alive:
         print(f"  node    {n['address']} ({n['id']}): {n['cpus']:g} CPUs" + (f", {n['gpus']:g} GPUs" if n["gpus"] else ""))
 
-
-def _ago(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")

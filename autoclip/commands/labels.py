@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from autoclip.commands import Context, add_command, add_group, add_json, emit_json
+from autoclip.timefmt import hms
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,8 +115,8 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     print(f"{'id':>6}  {'label':9}  {'start':>12}  {'end':>12}  {'source':6}  vod")
     for r in rows:
         print(
-            f"{r['id']:>6}  {r['label']:9}  {labels.format_time(r['start']):>12}  "
-            f"{labels.format_time(r['end']):>12}  {r['source']:6}  {r['vod']}"
+            f"{r['id']:>6}  {r['label']:9}  {hms(r['start'], 3, compact=True):>12}  "
+            f"{hms(r['end'], 3, compact=True):>12}  {r['source']:6}  {r['vod']}"
         )
     return 0
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from typing import Any
 
 from autoclip.commands import Context, add_command, add_group, add_json, emit_json
+from autoclip.timefmt import when
 
 TRIGGERS = ("manual", "cron", "labels", "missed")
 
@@ -81,10 +81,6 @@ def _f(x: Any) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _when(ts: Any) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "?"
-
-
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     models = _registry(ctx).list()
     if args.json:
@@ -96,7 +92,7 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     print(f"  {'id':<26} {'created':<17} {'kind':<7} {'val AP':>7} {'test AP':>7}  trigger")
     for m in models:
         mark = "*" if m["current"] else " "
-        print(f"{mark} {m['id']:<26} {_when(m['created']):<17} {m['kind'] or '?':<7} "
+        print(f"{mark} {m['id']:<26} {when(m['created'], '?'):<17} {m['kind'] or '?':<7} "
               f"{_f(m['val_ap']):>7} {_f(m['test_ap']):>7}  {m['trigger'] or ''}")
     return 0
 
@@ -120,7 +116,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     m = info["metrics"]
     print(f"model {args.id}{'  (current)' if info['current'] else ''}")
     print(f"  folder     {info['folder']}")
-    print(f"  created    {_when(meta.get('created'))}  trigger {meta.get('trigger')}")
+    print(f"  created    {when(meta.get('created'), '?')}  trigger {meta.get('trigger')}")
     print(f"  dims       {meta.get('dims')}")
     print(f"  label set  {meta.get('label_hash')}   checksum {check}")
     for split in ("val", "test"):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
-import re
-import sys
 from pathlib import Path
 
 from autoclip.commands import Context, add_command, add_json, emit_json
-from autoclip.errors import UsageError
+from autoclip.timefmt import hms
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job", help="job id (a folder name under [paths] jobs) or a job folder")
     add_json(p)
 
-    p = add_command(
-        sub, "crop", cmd_crop,
-        help="save one full-size frame with a labelled pixel grid to choose the [frames] face-cam crop",
-        summary="a frame with a pixel grid to choose the face-cam box",
-        example="autoclip crop stream.mkv --at 00:12:30 --out frame.png",
-    )
-    p.add_argument("vod", type=Path, help="video file")
-    p.add_argument("--at", required=True, metavar="TIME", help="time in the VOD: seconds, MM:SS or HH:MM:SS")
-    p.add_argument("--out", type=Path, metavar="PNG", help="image to write (default: <vod name>.crop.png here)")
-
-
-def parse_time(text: str) -> float:
-    """Seconds from '75', '75.5', '01:15' or '00:01:15.5'."""
-    if not re.fullmatch(r"\d+(\.\d+)?|(\d+:){1,2}\d+(\.\d+)?", text.strip()):
-        raise UsageError(f"--at {text!r}: give seconds (75.5), MM:SS or HH:MM:SS")
-    total = 0.0
-    for part in text.strip().split(":"):
-        total = total * 60 + float(part)
-    return total
-
 
 def cmd_score(args: argparse.Namespace, ctx: Context) -> int:
     from autoclip.pipeline import score_job
@@ -88,15 +65,9 @@ def cmd_score(args: argparse.Namespace, ctx: Context) -> int:
     print(f"scored {n} frames of {scores.duration:.1f} s with model {scores.model_id}; kept in {jdir}")
     if n:
         print(f"  mean {scores.scores.mean():.3f}  max {scores.scores.max():.3f}")
-        print("  highest: " + ", ".join(f"{_hms(t)} ({s:.2f})" for s, t in top))
+        print("  highest: " + ", ".join(f"{hms(t)} ({s:.2f})" for s, t in top))
     print(f"  next: autoclip process {args.vod}  (reuses these scores)")
     return 0
-
-
-def _hms(t: float) -> str:
-    from autoclip.render import hms
-
-    return hms(t)
 
 
 def _print_result(result: dict) -> None:
@@ -107,7 +78,7 @@ def _print_result(result: dict) -> None:
     total = sum(s["end"] - s["start"] for s in segs)
     print(f"reel: {result['reel']}  ({len(segs)} segments, {total:.1f} s, model {result['model']})")
     for i, s in enumerate(segs, 1):
-        print(f"  {i:2d}. {_hms(s['start'])} - {_hms(s['end'])}  score {s['score']:.2f}")
+        print(f"  {i:2d}. {hms(s['start'])} - {hms(s['end'])}  score {s['score']:.2f}")
     print(f"  cut list {result['segments_file']}, EDL {result['edl']}, chapters {result['chapters']}")
 
 
@@ -131,38 +102,4 @@ def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
         emit_json(result)
     else:
         _print_result(result)
-    return 0
-
-
-def suggested_box(width: int, height: int) -> tuple[int, int, int, int]:
-    """A starting point when no crop is set: the bottom-right corner, where face cams often sit."""
-    x, y = round(width * 0.7), round(height * 0.6)
-    return (x, y, width - x, height - y)
-
-
-def cmd_crop(args: argparse.Namespace, ctx: Context) -> int:
-    from autoclip import media
-    from autoclip.render import safe_name, save_crop_preview
-
-    cfg = ctx.config
-    at = parse_time(args.at)
-    info = media.probe(args.vod, cfg.media)
-    if at >= info.duration:
-        raise UsageError(f"--at {args.at}: the VOD is only {_hms(info.duration)} long")
-    current = cfg.frames.crop_for(args.vod)
-    box = current or suggested_box(info.width, info.height)
-    out = args.out or Path(f"{safe_name(args.vod.stem)}.crop.png")
-    save_crop_preview(args.vod, at, out, width=info.width, height=info.height, box=box,
-                      current=current is not None, cfg=cfg)
-    what = "the current crop (green)" if current else "a suggested box (yellow) to adjust"
-    print(f"saved {out}: {info.width}x{info.height} frame at {_hms(at)} with a pixel grid and {what}")
-    print("put the face cam's box [x, y, w, h] (display pixels) in config.toml, for every VOD:")
-    print(f"  [frames]\n  crop = [{', '.join(map(str, box))}]")
-    first_word = re.search(r"[^\W_]+", args.vod.stem)  # the name up to its first word's end
-    prefix = args.vod.stem[: first_word.end()] if first_word else args.vod.stem
-    print("or only for VODs whose name matches a pattern:")
-    key = re.sub(r"[^a-z0-9_-]", "", prefix.lower()).strip("-_")[:30] or "mygame"
-    print(f"  [frames.profiles.{key}]\n  match = {json.dumps(prefix + '*', ensure_ascii=False)}\n"
-          f"  box = [{', '.join(map(str, box))}]")
-    sys.stdout.flush()
     return 0

@@ -13,7 +13,14 @@ All times are seconds from the file's start (its container start time), as ffmpe
 
 from autoclip.media.decode import SCALE_FLAGS, AudioStream, FrameBatch, iter_frames, read_audio
 from autoclip.media.grid import frame_grid
-from autoclip.media.probe import ProbeInfo, check_complete, check_file, last_timestamp, probe
+from autoclip.media.probe import (
+           ProbeInfo,
+           check_complete,
+           check_file,
+           file_url,
+           last_timestamp,
+           probe,
+)
 
-__all__ = ["SCALE_FLAGS", "AudioStream", "FrameBatch", "ProbeInfo", "check_complete", "check_file", "frame_grid",
+__all__ = ["SCALE_FLAGS", "AudioStream", "FrameBatch", "ProbeInfo", "check_complete", "check_file", "file_url", "frame_grid",
            "iter_frames", "last_timestamp", "probe", "read_audio"]

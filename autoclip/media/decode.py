@@ -40,7 +40,7 @@ from autoclip.media.probe import (
     _media,
     _name,
     _reason,
-    _url,
+    file_url,
     probe,
 )
 
@@ -175,13 +175,13 @@ def _plain_input(path: str | os.PathLike[str]) -> Iterator[str]:
     with a line break could forge a frame line: such a file is opened through a plain symlink."""
     real = os.path.abspath(os.fspath(path))
     if "\n" not in real and "\r" not in real:
-        yield _url(real)
+        yield file_url(real)
         return
     suffix = Path(real).suffix if Path(real).suffix[1:].isalnum() else ""
     with tempfile.TemporaryDirectory(prefix="autoclip-input-") as folder:
         link = os.path.join(folder, "input" + suffix)
         os.symlink(real, link)
-        yield _url(link)
+        yield file_url(link)
 
 
 def _seek_args(start: float, end: float | None) -> list[str]:
@@ -251,12 +251,12 @@ def iter_frames(
            "-max_pixels", str(min(media.max_pixels + media.max_pixels // 4, 2**31 - 1)),
            *(["-threads", str(media.threads)] if media.threads else []),
            "-skip_loop_filter", "all", "-copyts", *_seek_args(seek, end),
-           "-i", _url(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+           "-i", file_url(path), "-map", "0:v:0", "-an", "-sn", "-dn",
            "-vf", _video_filter(fps, size, crop, info, gate), "-fps_mode", "passthrough",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     frame_bytes = size * size * 3
     with _plain_input(path) as url:
-        cmd[cmd.index(_url(path))] = url
+        cmd[cmd.index(file_url(path))] = url
         proc = _Proc(cmd, parse_pts=True)
         last_t, ended, rc = None, False, -1
         try:
@@ -326,7 +326,7 @@ class AudioStream:
         self.sr = sample_rate
         self.start = max(0.0, start)
         cmd = [media.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", *_input_args(media),
-               *_seek_args(self.start, end), "-i", _url(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
+               *_seek_args(self.start, end), "-i", file_url(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
                "-af", "aresample=async=1:first_pts=0", "-ac", "1", "-ar", str(sample_rate),
                "-f", "f32le", "pipe:1"]
         self._name = _name(path)

@@ -67,7 +67,7 @@ def _media(media: MediaConfig | None) -> MediaConfig:
     return media if media is not None else MediaConfig()
 
 
-def _url(path: str | os.PathLike[str]) -> str:
+def file_url(path: str | os.PathLike[str]) -> str:
     """An input URL that can only mean a local file, whatever the name (leading '-', ':' ...)."""
     return "file:" + os.path.abspath(os.fspath(path))
 
@@ -175,7 +175,7 @@ def _probe_failure(path: str | os.PathLike[str], name: str, err: str, media: Med
 
 def _run_ffprobe(path: str | os.PathLike[str], media: MediaConfig, name: str) -> dict:
     cmd = [media.ffprobe, "-v", "error", *_input_args(media),
-           "-show_format", "-show_streams", "-of", "json", _url(path)]
+           "-show_format", "-show_streams", "-of", "json", file_url(path)]
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               errors="replace", timeout=120)
@@ -246,7 +246,7 @@ def _packets_vary(path: str | os.PathLike[str], media: MediaConfig, packets: int
     """Variable frame rate seen in the first ``packets`` video packets (for containers such as
     MKV whose headers carry no frame count, so the average rate equals the nominal one)."""
     cmd = [media.ffprobe, "-v", "quiet", *_input_args(media), "-select_streams", "v:0",
-           "-read_intervals", f"%+#{packets}", "-show_entries", "packet=pts_time", "-of", "csv=p=0", _url(path)]
+           "-read_intervals", f"%+#{packets}", "-show_entries", "packet=pts_time", "-of", "csv=p=0", file_url(path)]
     try:
         out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60).stdout
     except subprocess.TimeoutExpired:
@@ -266,7 +266,7 @@ def last_timestamp(path: str | os.PathLike[str], info: ProbeInfo, media: MediaCo
     start = max(0.0, info.declared_end - tail)
     cmd = [media.ffprobe, "-v", "error", *_input_args(media), "-select_streams", "v:0",
            "-read_intervals", f"{start:.3f}%", "-show_entries", "packet=pts_time,dts_time,duration_time",
-           "-of", "csv=p=0", _url(path)]
+           "-of", "csv=p=0", file_url(path)]
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               errors="replace", timeout=600)

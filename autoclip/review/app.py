@@ -28,6 +28,7 @@ from autoclip import store
 from autoclip.errors import AutoclipError
 from autoclip.fsutil import locate
 from autoclip.review import preview, queue
+from autoclip.timefmt import hms
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,6 @@ HELP = f"""[b]autoclip review[/b]: answer with single keys; each answer is saved
 
 score: the model's score around the item; its range is marked below.
 loud: loudness from -60 to 0 dBFS.          Press any key to close."""
-
-
-def clock(seconds: float) -> str:
-    seconds = max(0.0, float(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{int(h)}:{int(m):02d}:{s:04.1f}" if h else f"{int(m)}:{s:04.1f}"
 
 
 class HelpScreen(ModalScreen[None]):
@@ -152,7 +146,7 @@ class ReviewApp(App[None]):
     @staticmethod
     def _row(item: dict[str, Any]) -> str:
         tag = {"in-reel": "reel", "uncertain": "unsure", "check-label": "check"}[item["reason"]]
-        return f"{clock(item['start']):>9} {tag:<6} {item['score']:.2f}"
+        return f"{hms(item['start'], 1, compact=True):>9} {tag:<6} {item['score']:.2f}"
 
     def update_progress(self) -> None:
         p = queue.progress(self.conn)
@@ -182,7 +176,7 @@ class ReviewApp(App[None]):
         length = item["end"] - item["start"]
         info.update(Text.assemble(
             (f"#{item['id']} {item['reason']}", "bold"), f"  score {item['score']:.2f}\n",
-            f"{Path(item['vod']).name}  {clock(item['start'])}-{clock(item['end'])} ({length:.1f} s)\n",
+            f"{Path(item['vod']).name}  {hms(item['start'], 1, compact=True)}-{hms(item['end'], 1, compact=True)} ({length:.1f} s)\n",
             (WHY[item["reason"]], "italic"),
         ))
         strip.update("decoding frames..." if self.show_frames else "")
@@ -200,7 +194,7 @@ class ReviewApp(App[None]):
         text.append("loud   ", "bold")
         text.append((c["loudness"] or "(no loudness)") + "\n", "cyan")
         peak = "" if c["peak_db"] is None else f"  peak {c['peak_db']:.0f} dBFS"
-        text.append(f"       {clock(c['t0'])} .. {clock(c['t1'])}{peak}", "dim")
+        text.append(f"       {hms(c['t0'], 1, compact=True)} .. {hms(c['t1'], 1, compact=True)}{peak}", "dim")
         widget.update(text)
 
     def vod_path(self, item: dict[str, Any]) -> Path | None:
