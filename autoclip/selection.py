@@ -59,10 +59,14 @@ def sample_step(times: np.ndarray) -> float:
 
 
 def smooth(times: np.ndarray, scores: np.ndarray, window: float) -> np.ndarray:
-    """Centred moving average over ``window`` seconds (edges average over what exists)."""
+    """Centred moving average over ``window`` seconds (edges average over what exists).
+
+    The one smoothing of scores: segment selection and the review queue's uncertain windows
+    both use it. A window longer than the scores is cut to their length.
+    """
     scores = np.asarray(scores, dtype=np.float64)
-    n = int(round(window / sample_step(times))) if len(times) else 0
-    if n <= 1 or len(scores) == 0:
+    n = min(int(round(window / sample_step(times))), len(scores)) if len(times) > 1 else 0
+    if n <= 1:
         return scores.copy()
     kernel = np.ones(n)
     total = np.convolve(scores, kernel, mode="same")

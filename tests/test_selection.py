@@ -49,6 +49,14 @@ def test_smooth_averages_over_window_and_keeps_edges():
     assert np.allclose(flat, 0.7)  # edges are averages of what exists, not zero-padded
 
 
+def test_smooth_keeps_the_length_of_short_tracks():
+    # a window longer than the track (a very short VOD) used to return a longer array
+    times = np.array([0.0, 0.25, 0.5])
+    sm = smooth(times, np.array([0.0, 0.3, 0.9]), 10.0)
+    assert sm.shape == (3,) and np.allclose(sm, [0.15, 0.4, 0.6])
+    assert smooth(times[:1], np.array([0.4]), 10.0).tolist() == [0.4]
+
+
 def test_hysteresis_starts_high_and_continues_above_low():
     times, scores = track(30, [(10, 12, 0.5), (12, 13, 0.9), (13, 16, 0.5), (20, 25, 0.5)])
     segs = hysteresis(times, scores, high=0.6, low=0.4)

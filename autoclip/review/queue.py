@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from autoclip import store
+from autoclip import selection, store
 from autoclip.errors import LabelError, UsageError
 
 log = logging.getLogger(__name__)
@@ -71,22 +71,6 @@ def uncertainty(scores: np.ndarray | float, threshold: float) -> np.ndarray:
     return np.clip(1.0 - np.abs(s - threshold) / max(threshold, 1.0 - threshold), 0.0, 1.0)
 
 
-def _step(times: np.ndarray) -> float:
-    return float(np.median(np.diff(times))) if len(times) > 1 else 1.0
-
-
-def smooth_scores(times: np.ndarray, scores: np.ndarray, seconds: float) -> np.ndarray:
-    """Moving average over about ``seconds`` (edges average over what exists)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    k = int(round(seconds / _step(times))) if len(times) > 1 else 1
-    if k <= 1 or len(scores) < 2:
-        return scores.copy()
-    kernel = np.ones(k)
-    total = np.convolve(scores, kernel, mode="same")
-    count = np.convolve(np.ones_like(scores), kernel, mode="same")
-    return total / count
-
-
 def _window_means(times: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Mean of ``values`` at times in [lo, hi) for each window."""
     csum = np.concatenate([[0.0], np.cumsum(values)])
@@ -103,11 +87,11 @@ def uncertain_windows(
     """A window of ``length`` centred on each frame: (starts, ends, mean uncertainty, mean score)."""
     times = np.asarray(times, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
-    duration = float(times[-1] + _step(times))
+    duration = float(times[-1] + selection.sample_step(times))
     length = min(length, duration)
     starts = np.clip(times - length / 2, 0.0, duration - length)
     ends = starts + length
-    unc = uncertainty(smooth_scores(times, scores, smooth), threshold)
+    unc = uncertainty(selection.smooth(times, scores, smooth), threshold)
     return starts, ends, _window_means(times, unc, starts, ends), _window_means(times, scores, starts, ends)
 
 
