@@ -1,7 +1,7 @@
 """Command-line entry point: argument parsing only.
 
 Each area of the product registers its subcommands from ``autoclip/commands/<area>.py``
-(``register(subparsers)``); a handler receives the parsed ``args`` and a ``Context`` that loads
+(``register(subparsers)``, listed in ``COMMAND_MODULES``); a handler receives the parsed ``args`` and a ``Context`` that loads
 and validates the configuration on first use. Heavy libraries (torch, librosa) are imported
 inside handlers so ``autoclip --help`` stays instant.
 """
@@ -9,27 +9,16 @@ inside handlers so ``autoclip --help`` stays instant.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from autoclip import __version__
+from autoclip.commands import crop, daemon, demo, labels, media, models, process, review, setup
 from autoclip.errors import AutoclipError
 from autoclip.log import setup_logging
 
-#: modules under autoclip.commands that register subcommands, in --help order
-COMMAND_MODULES = [
-    "setup",
-    "media",
-    "labels",
-    "models",
-    "process",
-    "crop",
-    "review",
-    "daemon",
-    "demo",
-]
+COMMAND_MODULES = (setup, media, labels, models, process, crop, review, daemon, demo)
 
 EPILOG = """examples:
   autoclip init ~/autoclip                   create a deployment (config.toml + folders)
@@ -52,14 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
     parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors on stderr")
     parser.add_argument("--version", action="version", version=f"autoclip {__version__}")
+    parser.set_defaults(func=None, _group_parser=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"autoclip.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"autoclip.commands.{name}":
-                continue
-            raise
+    for module in COMMAND_MODULES:  # in --help order
         module.register(sub)
     return parser
 
@@ -68,9 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(debug=args.debug, quiet=args.quiet)
-    if not getattr(args, "func", None):
+    if args.func is None:
         # a group without its subcommand (e.g. `autoclip label`) prints that group's help
-        (getattr(args, "_group_parser", None) or parser).print_help()
+        (args._group_parser or parser).print_help()
         return 0 if args.command is None else 2
     from autoclip.commands import Context
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +24,7 @@ import numpy as np
 from autoclip.config import Config
 from autoclip.errors import ModelError
 from autoclip.fsutil import atomic_path
+from autoclip.progress import Progress
 
 if TYPE_CHECKING:
     from autoclip.media import ProbeInfo
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: seconds between progress log lines when stderr is not a terminal
-LOG_EVERY = 30.0
 #: decoded batches kept ready ahead of the model (memory: this many + 2 batches)
 PREFETCH = 2
 T = TypeVar("T")
@@ -95,43 +93,23 @@ def load_current_model(cfg: Config) -> LoadedModel:
     return loaded
 
 
-class _Progress:
-    """A rich bar on a terminal (position, ETA, speed x real time); log lines otherwise."""
+def _scoring_progress(name: str, duration: float, enabled: bool) -> tuple[Progress, Callable[[float], None]]:
+    """The bar (position, ETA, speed x real time) and its ``update(position)``."""
+    from autoclip.timefmt import hms
 
-    def __init__(self, name: str, duration: float, enabled: bool) -> None:
-        self.name, self.duration = name, max(duration, 1e-6)
-        self.t0 = time.monotonic()
-        self._last_log = self.t0
-        self._bar: Any = None
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    duration = max(duration, 1e-6)
+    bar = Progress("scoring {task.description}", total=duration, name=name, enabled=enabled, logger=log,
+                   columns=("bar", "{task.fields[pos]}", "eta", "{task.fields[speed]}"), pos="", speed="")
 
-            self._bar = Progress(TextColumn("scoring {task.description}"), BarColumn(),
-                                 TextColumn("{task.fields[pos]}"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[speed]}"), transient=True,
-                                 console=Console(stderr=True))
-            self._bar.start()
-            self._task = self._bar.add_task(name, total=self.duration, pos="", speed="")
-
-    def update(self, position: float) -> None:
-        from autoclip.timefmt import hms
-
-        elapsed = time.monotonic() - self.t0
+    def update(position: float) -> None:
+        elapsed = time.monotonic() - bar.t0
         speed = position / elapsed if elapsed > 0 else 0.0
-        if self._bar is not None:
-            self._bar.update(self._task, completed=min(position, self.duration),
-                             pos=f"{hms(position)}/{hms(self.duration)}", speed=f"{speed:.1f}x")
-        elif time.monotonic() - self._last_log >= LOG_EVERY:
-            self._last_log = time.monotonic()
-            eta = (self.duration - position) / speed if speed > 0 else float("nan")
-            log.info("scoring %s: %s/%s (%.0f%%), %.1fx real time, ETA %.0f s", self.name, hms(position),
-                     hms(self.duration), 100 * position / self.duration, speed, eta)
+        bar.update(completed=position, pos=f"{hms(position)}/{hms(duration)}", speed=f"{speed:.1f}x")
+        eta = (duration - position) / speed if speed > 0 else float("nan")
+        bar.note("scoring %s: %s/%s (%.0f%%), %.1fx real time, ETA %.0f s", name, hms(position), hms(duration),
+                 100 * position / duration, speed, eta, every=True)
 
-    def close(self) -> float:
-        if self._bar is not None:
-            self._bar.stop()
-        return time.monotonic() - self.t0
+    return bar, update
 
 
 def score_vod(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel, *, progress: bool = True,
@@ -215,7 +193,7 @@ def _score_dense(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel,
 
     reader = SampleReader(path, cfg, start=start, end=end, info=info, audio_from=audio_from)
     duration = reader.info.duration
-    bar = _Progress(Path(path).name, duration, progress)
+    bar, show = _scoring_progress(Path(path).name, duration, progress)
     times, scores = [], []
     model_s = 0.0
     try:
@@ -225,7 +203,7 @@ def _score_dense(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel,
             model_s += time.monotonic() - t0
             times.append(batch.times)
             scores.append(probs)
-            bar.update(float(batch.times[-1]))
+            show(float(batch.times[-1]))
             if on_batch is not None:
                 on_batch(float(batch.times[-1]))
     finally:

@@ -2,8 +2,8 @@
 one for wall-clock moments (model creation, retraining runs).
 
 The rule for clock times is the same everywhere (labels, CSV imports, ``crop --at``): seconds
-(``75.5``), ``MM:SS`` or ``HH:MM:SS`` with optional fractions, minutes and seconds below 60, so a
-typo such as ``1:75`` is an error rather than 2:15.
+(``75.5``), ``MM:SS`` or ``HH:MM:SS`` with optional fractions; seconds below 60, and minutes below
+60 after hours (``90:00`` is 90 minutes), so a typo such as ``1:75`` is an error rather than 2:15.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import re
 
-_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d{1,2}(?:\.\d+)?)$")
 
 
 def parse_time(text: str | float | int) -> float:
@@ -27,8 +27,8 @@ def parse_time(text: str | float | int) -> float:
         m = _CLOCK.match(s)
         if m:
             hours, minutes, seconds = int(m.group(1) or 0), int(m.group(2)), float(m.group(3))
-            if minutes >= 60 or seconds >= 60:
-                raise ValueError(f"time {s!r}: minutes and seconds must be below 60")
+            if seconds >= 60 or (m.group(1) is not None and minutes >= 60):
+                raise ValueError(f"time {s!r}: seconds (and minutes after hours) must be below 60")
             value = hours * 3600 + minutes * 60 + seconds
         else:
             try:

@@ -37,6 +37,7 @@ from autoclip.model import (
     mels_to_tensor,
     set_threads,
 )
+from autoclip.progress import Progress
 from autoclip.registry import Registry, decide_promotion
 from autoclip.trainrun import (
     RunRecord,
@@ -229,7 +230,7 @@ def fit(net: HighlightNet, train: SplitData, val: SplitData, cfg: Config, *, pre
     freeze = t.freeze_epochs if (pretrained and net.dims.uses_frames) else 0
     result, best_state, stale = FitResult(), None, 0
     t0 = time.monotonic()
-    with _Progress(t.epochs, len(train), progress) as bar:
+    with _EpochProgress(t.epochs, len(train), progress) as bar:
         for epoch in range(1, t.epochs + 1):
             frozen = epoch <= freeze
             net.set_backbone_trainable(not frozen)
@@ -264,49 +265,30 @@ def _num(x: float | None, default: float = -1.0) -> float:
     return default if x is None else float(x)
 
 
-class _Progress:
-    """A rich bar (epoch, loss, val AP, images/s) on a terminal; one log line per epoch otherwise."""
+class _EpochProgress:
+    """Training's progress: a bar (epoch, loss, val AP, images/s) or one log line per epoch."""
 
     def __init__(self, epochs: int, per_epoch: int, enabled: bool) -> None:
-        import sys
-
         self.epochs = epochs
-        self.bar: Any = None
-        if enabled and sys.stderr.isatty():
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+        self.bar = Progress("[bold]training[/] epoch {task.fields[epoch]}/" + str(epochs), total=epochs * per_epoch,
+                            columns=("bar", "count", "loss {task.fields[loss]}", "val AP {task.fields[ap]}",
+                                     "{task.fields[speed]} img/s", "elapsed"),
+                            enabled=enabled, logger=log, name="train", transient=False,
+                            epoch=1, loss="-", ap="-", speed="-")
 
-            self.bar = Progress(TextColumn("[bold]training[/] epoch {task.fields[epoch]}/" + str(epochs)),
-                                BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                                TextColumn("val AP {task.fields[ap]}"), TextColumn("{task.fields[speed]} img/s"),
-                                TimeElapsedColumn(), transient=False)
-            self.task = self.bar.add_task("train", total=epochs * per_epoch, epoch=1, loss="-", ap="-", speed="-")
-
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.start()
+    def __enter__(self) -> _EpochProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.close()
 
     def batch(self, n: int, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n, loss=f"{loss:.3f}")
+        self.bar.update(advance=n, loss=f"{loss:.3f}")
 
     def epoch_done(self, epoch: int, loss: float, ap: float | None, speed: float) -> None:
         shown = "-" if ap is None else f"{ap:.3f}"
-        if self.bar is not None:
-            self.bar.update(self.task, epoch=min(epoch + 1, self.epochs), loss=f"{loss:.3f}", ap=shown,
-                            speed=f"{speed:.0f}")
-        else:
-            log.info("epoch %d/%d: loss %.4f, val AP %s, %.0f images/s", epoch, self.epochs, loss, shown, speed)
+        self.bar.update(epoch=min(epoch + 1, self.epochs), loss=f"{loss:.3f}", ap=shown, speed=f"{speed:.0f}")
+        self.bar.note("epoch %d/%d: loss %.4f, val AP %s, %.0f images/s", epoch, self.epochs, loss, shown, speed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ def test_parse_time_accepts_seconds_and_clock_times() -> None:
     assert parse_time("1:00:00") == 3600.0
     assert parse_time("00:00:01.0004") == 1.0
     assert parse_time(7) == 7.0
+    assert parse_time("90:00") == 5400.0  # minutes without hours may pass 59
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "1:75", "1:60:00", "nan", "inf", "", "1:2:3:4", "1:-5"])
+@pytest.mark.parametrize("bad", ["abc", "-1", "1:75", "1:60:00", "1:00:60", "1:5:00.5.5", "nan", "inf", "", "1:2:3:4", "1:-5"])
 def test_parse_time_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_time(bad)

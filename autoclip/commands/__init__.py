@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from autoclip.config import Config, load
@@ -62,7 +63,18 @@ def add_group(sub: argparse._SubParsersAction, name: str, help: str, example: st
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
+    """``--json``: the command's result as one JSON document on stdout (progress and logs on stderr)."""
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def add_vod(p: argparse.ArgumentParser) -> None:
+    """The ``VOD`` positional argument (``args.vod``, a Path)."""
+    p.add_argument("vod", type=Path, metavar="VOD", help="video file (use `--` before a name starting with '-')")
+
+
+def add_job_dir(p: argparse.ArgumentParser) -> None:
+    """``--job-dir DIR`` (``args.job_dir``, a Path or None)."""
+    p.add_argument("--job-dir", type=Path, metavar="DIR", help="job folder (default: jobs/<id from the content>)")
 
 
 def emit_json(obj: Any) -> None:

@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from autoclip.commands import Context, add_command
+from autoclip.commands import Context, add_command, add_vod
 from autoclip.config import Config
 from autoclip.errors import MediaError, UsageError
 from autoclip.timefmt import hms, parse_time
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         summary="a frame with a pixel grid to choose the face-cam box",
         example="autoclip crop stream.mkv --at 00:12:30 --out frame.png",
     )
-    p.add_argument("vod", type=Path, help="video file")
+    add_vod(p)
     p.add_argument("--at", required=True, metavar="TIME", help="time in the VOD: seconds, MM:SS or HH:MM:SS")
     p.add_argument("--out", type=Path, metavar="PNG", help="image to write (default: <vod name>.crop.png here)")
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoclip.commands import Context, add_command, add_json, emit_json
+from autoclip.commands import Context, add_command, add_json, add_vod, emit_json
 from autoclip.timefmt import when
 
 
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         summary="would the daemon take this file? (complete?)",
         example="autoclip check ~/autoclip/data/inbox/stream.mkv --json",
     )
-    p.add_argument("vod", type=Path, help="video file")
+    add_vod(p)
     add_json(p)
 
 

@@ -7,7 +7,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from autoclip.commands import Context, add_command, add_group, add_json, emit_json
+from autoclip.commands import Context, add_command, add_group, add_json, add_vod, emit_json
 from autoclip.timefmt import hms
 
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="label one segment of a VOD",
         example="autoclip label add vods/run1.mkv 00:12:03.5 00:12:10 highlight",
     )
-    p.add_argument("vod", type=Path, metavar="VOD", help="the VOD file")
+    add_vod(p)
     p.add_argument("start", metavar="START", help="seconds or HH:MM:SS(.mmm)")
     p.add_argument("end", metavar="END", help="seconds or HH:MM:SS(.mmm)")
     p.add_argument("label", metavar="LABEL", choices=["highlight", "normal"], help="highlight or normal")

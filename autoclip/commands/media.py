@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from autoclip.commands import Context, add_command, add_json, emit_json
+from autoclip.commands import Context, add_command, add_json, add_vod, emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         summary="what autoclip sees in a video file",
         example="autoclip probe stream.mkv --json",
     )
-    p.add_argument("vod", type=Path, help="video file")
+    add_vod(p)
     p.add_argument("--complete", action="store_true",
                    help="also check the file is complete (its last frames reach the declared duration)")
     add_json(p)

@@ -7,7 +7,7 @@ import csv
 import logging
 from pathlib import Path
 
-from autoclip.commands import Context, add_command, add_json, emit_json
+from autoclip.commands import Context, add_command, add_job_dir, add_json, add_vod, emit_json
 from autoclip.timefmt import hms
 
 log = logging.getLogger(__name__)
@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         summary="score every sampled frame of a VOD",
         example="autoclip score stream.mkv --csv scores.csv",
     )
-    p.add_argument("vod", type=Path, help="video file (use `--` before a name starting with '-')")
+    add_vod(p)
     p.add_argument("--csv", type=Path, metavar="FILE", help="also write time,score rows to FILE")
-    p.add_argument("--job-dir", type=Path, metavar="DIR", help="job folder (default: jobs/<id from the content>)")
+    add_job_dir(p)
     add_json(p)
 
     p = add_command(
@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         summary="one VOD -> reel + segment list + review items",
         example="autoclip process stream.mkv --json",
     )
-    p.add_argument("vod", type=Path, help="video file (use `--` before a name starting with '-')")
-    p.add_argument("--job-dir", type=Path, metavar="DIR", help="job folder (default: jobs/<id from the content>)")
+    add_vod(p)
+    add_job_dir(p)
     add_json(p)
 
     p = add_command(
