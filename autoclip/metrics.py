@@ -2,19 +2,74 @@
 
 Clip-level numbers are primary: a clip's score is the mean probability of its frames, its label
 the human label. Frame-level average precision is reported beside them (finer-grained, used to
-break ties during early stopping).
+break ties during early stopping). ``match_segments`` and ``frames_in`` compare what was found
+with known highlights (generated VODs' ground truth: the demo, the tests and the experiments).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+#: a found segment matches a true one when it covers more than this fraction of the true one
+MIN_COVER = 0.3
+
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SegmentMatch:
+    """How found segments line up with true ones (see ``match_segments``)."""
+
+    found: int  #: true segments matched by some found segment
+    truth: int  #: true segments
+    right: int  #: found segments matching some true segment
+    segments: int  #: found segments
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.truth if self.truth else 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.right / self.segments if self.segments else 1.0
+
+    def describe(self) -> str:
+        return (f"{self.segments} segments: {self.found} of {self.truth} planted highlights found, "
+                f"{self.right} of {self.segments} segments are planted highlights")
+
+
+def overlap(a: Interval, b: Interval) -> float:
+    """Seconds shared by two ranges."""
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def match_segments(found: Sequence[Interval], truth: Sequence[Interval], min_cover: float = MIN_COVER) -> SegmentMatch:
+    """Match found segments against true ones: a pair matches when the found one covers more than
+    ``min_cover`` of the true one's length."""
+    def hit(f: Interval, t: Interval) -> bool:
+        return overlap(f, t) > min_cover * (t[1] - t[0])
+
+    return SegmentMatch(found=sum(any(hit(f, t) for f in found) for t in truth), truth=len(truth),
+                        right=sum(any(hit(f, t) for t in truth) for f in found), segments=len(found))
+
+
+def frames_in(times: np.ndarray, segments: Sequence[Interval]) -> np.ndarray:
+    """True for each time inside one of ``segments`` (``start <= t < end``): frame-level truth."""
+    times = np.asarray(times, dtype=np.float64)
+    out = np.zeros(len(times), dtype=bool)
+    for a, b in segments:
+        out |= (times >= a) & (times < b)
+    return out
 
 
 def _finite(x: float) -> float | None:

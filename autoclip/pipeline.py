@@ -10,20 +10,24 @@ model) skips straight to rendering.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoclip.config import Config
 from autoclip.errors import MediaError, UsageError
 from autoclip.fsutil import atomic_write_json, fingerprint, locate
 from autoclip.runner import Runner, get_runner
 from autoclip.selection import Segment, select
+
+if TYPE_CHECKING:
+    from autoclip.media import ProbeInfo
+    from autoclip.scoring import Scores
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ def resolve_job_dir(job: str | os.PathLike[str], cfg: Config) -> Path:
                      "(run `autoclip process VOD` first)")
 
 
-def _stored_scores(job_dir: Path, fp: str, model_id: str):
+def _stored_scores(job_dir: Path, fp: str, model_id: str) -> Scores | None:
     from autoclip.scoring import Scores
 
     rec, npz = job_dir / RECORD, job_dir / SCORES
@@ -61,11 +65,21 @@ def _stored_scores(job_dir: Path, fp: str, model_id: str):
     return None
 
 
+@dataclass(frozen=True)
+class ScoredJob:
+    """A scored VOD: where it is, what it holds, its scores and its job folder."""
+
+    vod: Path
+    info: ProbeInfo
+    scores: Scores
+    job_dir: Path
+    fingerprint: str
+
+
 def score_job(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.PathLike[str] | None = None,
-              progress: bool = True, runner: Runner | None = None):
+              progress: bool = True, runner: Runner | None = None) -> ScoredJob:
     """Probe, check and score ``vod`` into its job folder (reusing stored scores of the same
-    content and model) with ``runner`` (default: the configured backend's).
-    Returns (vod path, ProbeInfo, Scores, job folder, fingerprint)."""
+    content and model) with ``runner`` (default: the configured backend's)."""
     from autoclip import media
     from autoclip.scoring import load_current_model
 
@@ -91,7 +105,7 @@ def score_job(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.Pat
     finally:
         if own:
             runner.close()
-    return vod, info, scores, jdir, fp
+    return ScoredJob(vod, info, scores, jdir, fp)
 
 
 def process_vod(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.PathLike[str] | None = None,
@@ -101,17 +115,18 @@ def process_vod(vod: str | os.PathLike[str], cfg: Config, *, job_dir: str | os.P
 
     runner = get_runner(cfg)
     try:
-        path, info, scores, jdir, fp = score_job(vod, cfg, job_dir=job_dir, progress=progress, runner=runner)
+        job = score_job(vod, cfg, job_dir=job_dir, progress=progress, runner=runner)
+        info = job.info
         fps = source_rate(info.fps, info.vfr, info.nominal_fps)
-        result = _select_and_render(path, scores, cfg, jdir, fp, fps, info.height, info.has_audio, info.width,
-                                    runner=runner)
+        result = _select_and_render(job.vod, job.scores, cfg, job.job_dir, job.fingerprint, fps, info.height,
+                                    info.has_audio, info.width, runner=runner)
     finally:
         runner.close()
-    _enqueue_review(cfg, conn, result, scores, fp)
+    _enqueue_review(cfg, conn, result, job.scores, job.fingerprint)
     return result
 
 
-def _select_and_render(vod: Path, scores, cfg: Config, jdir: Path, fp: str, fps: float, height: int,
+def _select_and_render(vod: Path, scores: Scores, cfg: Config, jdir: Path, fp: str, fps: float, height: int,
                        has_audio: bool, width: int | None = None, *, runner: Runner) -> dict[str, Any]:
     from autoclip.render import reel_name, render_reel
 
@@ -144,21 +159,17 @@ def _result(vod: Path, segments: list[Segment], rendered, jdir: Path, model_id: 
     }
 
 
-def _enqueue_review(cfg: Config, conn: sqlite3.Connection | None, result: dict[str, Any], scores, fp: str) -> None:
-    try:
-        queue = importlib.import_module("autoclip.review.queue")
-    except ModuleNotFoundError:
-        return
-    enqueue = getattr(queue, "enqueue_after_process", None)
-    if enqueue is None:
-        return
+def _enqueue_review(cfg: Config, conn: sqlite3.Connection | None, result: dict[str, Any], scores: Scores,
+                    fp: str) -> None:
+    from autoclip.review.queue import enqueue_after_process
+
     own = conn is None
     if own:
         from autoclip import store
 
         conn = store.connect(cfg.path("database"))
     try:
-        enqueue(conn, cfg, vod=result["vod"], fingerprint=fp, job=result["job"], model=result["model"],
+        enqueue_after_process(conn, cfg, vod=result["vod"], fingerprint=fp, job=result["job"], model=result["model"],
                 times=scores.times, scores=scores.scores, segments=result["segments"])
     finally:
         if own:

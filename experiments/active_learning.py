@@ -304,11 +304,13 @@ def heldout_ap(loaded: Any, vods: list[synth.SynthVod], samples: dict[str, Sampl
     score of frames in each kind of event (and outside all: ``quiet``)."""
     from sklearn.metrics import average_precision_score
 
+    from autoclip.metrics import frames_in
+
     ys, ps, by_kind = [], [], {k: [] for k in (*synth.KINDS, "quiet")}
     for vod in vods:
         s = samples[str(vod.path)]
         p = predict(loaded, s)
-        ys.append(np.array([any(e.start <= t < e.end for e in vod.highlights()) for t in s.times]))
+        ys.append(frames_in(s.times, [(e.start, e.end) for e in vod.highlights()]))
         ps.append(p)
         for t, x in zip(s.times, p, strict=True):
             kinds = [e.kind for e in vod.events if e.start <= t < e.end]

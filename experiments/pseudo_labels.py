@@ -59,6 +59,7 @@ def frame_ap(cfg: config_mod.Config, model_id: str, tests: list[synth.SynthVod])
     import numpy as np
     from sklearn.metrics import average_precision_score
 
+    from autoclip.metrics import frames_in
     from autoclip.registry import Registry
     from autoclip.scoring import score_vod
 
@@ -66,10 +67,7 @@ def frame_ap(cfg: config_mod.Config, model_id: str, tests: list[synth.SynthVod])
     ys, ps = [], []
     for vod in tests:
         s = score_vod(vod.path, cfg, loaded, progress=False)
-        truth = np.zeros(len(s.times), bool)
-        for e in vod.highlights():
-            truth |= (s.times >= e.start) & (s.times <= e.end)
-        ys.append(truth)
+        ys.append(frames_in(s.times, [(e.start, e.end) for e in vod.highlights()]))
         ps.append(s.scores)
     y, p = np.concatenate(ys), np.concatenate(ps)
     return float(average_precision_score(y, p)), int(len(y))

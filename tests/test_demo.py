@@ -15,16 +15,13 @@ from pathlib import Path
 import pytest
 
 from autoclip import media, synth
+from autoclip.metrics import match_segments
 
 
 def _demo(folder: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="2", MPLBACKEND="Agg")
     return subprocess.run([sys.executable, "-m", "autoclip", "demo", str(folder), "--timeout", "300"],
                           capture_output=True, text=True, env=env, timeout=900)
-
-
-def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
-    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
 @pytest.mark.slow
@@ -42,9 +39,8 @@ def test_demo_makes_a_reel_of_the_planted_highlights_and_reruns(tmp_path: Path) 
     truth = synth.load_truth(folder / "samples" / "new-stream.mp4")
     planted = [(e.start, e.end) for e in truth.highlights()]
     cut = [(s["start"], s["end"]) for s in segments]
-    found = sum(any(_overlap(p, c) > 0.3 * (p[1] - p[0]) for c in cut) for p in planted)
-    right = sum(any(_overlap(p, c) > 0.3 * (p[1] - p[0]) for p in planted) for c in cut)
-    assert found >= len(planted) - 1 and right >= len(cut) - 1, (planted, cut)
+    m = match_segments(cut, planted)
+    assert m.found >= len(planted) - 1 and m.right >= len(cut) - 1, (planted, cut)
     pending = db.execute("SELECT COUNT(*) FROM review_items WHERE state = 'pending' AND reason = 'in-reel'")
     assert pending.fetchone()[0] == len(segments)  # every reel segment waits for review
 

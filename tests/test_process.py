@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from autoclip import cli, config, synth
+from autoclip.metrics import match_segments
 
 HOSTILE = "-a 'quoted' \"name\" ストリーム"
 
@@ -89,12 +90,12 @@ def test_score_process_render(deployment, vod, capsys, tmp_path, install_untrain
 
 
 def test_process_queues_review_items(deployment, vod, capsys, install_untrained_model):
-    queue = pytest.importorskip("autoclip.review.queue")
     install_untrained_model(deployment)
     rc, out, _ = run(capsys, "--config", str(deployment), "process", "--json", "--", str(vod.path))
     assert rc == 0
     res = json.loads(out)
     from autoclip import store
+    from autoclip.review import queue
 
     conn = store.connect(config.load(deployment).path("database"))
     items = queue.list_items(conn)
@@ -119,18 +120,12 @@ def test_crop_helper(deployment, vod, capsys, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
-
-
 @pytest.mark.slow
 def test_trained_model_finds_planted_highlights(tmp_path):
     """Train with the training issue's flow (two generated VODs, highlights + one-sense distractors
     + quiet clips labelled), then process a held-out VOD with a hostile name."""
-    train_mod = pytest.importorskip("autoclip.train")
-    labels = pytest.importorskip("autoclip.labels")
-    from autoclip import store
+    from autoclip import labels, store
+    from autoclip import train as train_mod
     from autoclip.pipeline import process_vod
 
     root = tmp_path / "deploy"
@@ -155,11 +150,9 @@ def test_trained_model_finds_planted_highlights(tmp_path):
     res = process_vod(held.path, cfg, progress=False, conn=conn)
     found = [(s["start"], s["end"]) for s in res["segments"]]
     truth = [(e.start, e.end) for e in held.highlights()]
-    hits = sum(any(iou(t, f) >= 0.3 for f in found) for t in truth)
-    correct = sum(any(iou(t, f) >= 0.3 for t in truth) for f in found)
-    print(f"found {found}\ntruth {truth}\nrecall {hits}/{len(truth)} precision {correct}/{len(found)}")
-    assert hits >= 0.9 * len(truth), (found, truth)
-    assert correct >= 0.9 * len(found), (found, truth)
+    m = match_segments(found, truth)
+    print(f"found {found}\ntruth {truth}\n{m.describe()}")
+    assert m.recall >= 0.9 and m.precision >= 0.9, (found, truth)
     for s, e in found:
         for w0, w1 in held.words:
             assert not (w0 < s < w1) and not (w0 < e < w1), (s, e, w0, w1)

@@ -152,15 +152,11 @@ def _stop(daemon: subprocess.Popen, timeout: float = 30) -> int:
     return daemon.returncode
 
 
-def _overlaps(seg: dict, e) -> bool:
-    return min(seg["end"], e.end) - max(seg["start"], e.start) > 0.3 * (e.end - e.start)
-
-
 def _score_against_truth(segments: list[dict], truth) -> str:
-    found = sum(any(_overlaps(s, e) for s in segments) for e in truth.highlights())
-    right = sum(any(_overlaps(s, e) for e in truth.highlights()) for s in segments)
-    return (f"{len(segments)} segments: {found} of {len(truth.highlights())} planted highlights found, "
-            f"{right} of {len(segments)} segments are planted highlights")
+    from autoclip.metrics import match_segments
+
+    return match_segments([(s["start"], s["end"]) for s in segments],
+                          [(e.start, e.end) for e in truth.highlights()]).describe()
 
 
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:

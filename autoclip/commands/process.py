@@ -49,7 +49,8 @@ def cmd_score(args: argparse.Namespace, ctx: Context) -> int:
     from autoclip.pipeline import score_job
 
     cfg = ctx.config
-    _, _, scores, jdir, _ = score_job(args.vod, cfg, job_dir=args.job_dir)
+    job = score_job(args.vod, cfg, job_dir=args.job_dir)
+    scores, jdir = job.scores, job.job_dir
     if args.csv:
         from autoclip.fsutil import atomic_path
 
