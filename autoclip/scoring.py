@@ -235,10 +235,10 @@ def _score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedMode
     from autoclip import gate
     from autoclip.cascade import score_cascade
 
-    bar = _Progress(Path(path).name, info.duration, progress)
+    bar, show = _scoring_progress(Path(path).name, info.duration, progress)
 
     def step(position: float) -> None:
-        bar.update(position)
+        show(position)
         if on_batch is not None:
             on_batch(position)
 
