@@ -20,7 +20,7 @@ import numpy as np
 
 from autoclip.config import MediaConfig
 from autoclip.errors import MediaError
-from autoclip.media.probe import ProbeInfo, _input_args, _media, _name, _url, probe
+from autoclip.media.probe import ProbeInfo, _input_args, _media, _name, file_url, probe
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def frame_grid(path: str | os.PathLike[str], *, fps: float, start: float = 0.0, 
     if start > 0 or end is not None:
         lo = max(0.0, start + info.start_time - 30.0)  # well before: reading starts at a keyframe
         cmd += ["-read_intervals", f"{lo:.6f}%" + ("" if end is None else f"{end + info.start_time + 1.0:.6f}")]
-    cmd.append(_url(path))
+    cmd.append(file_url(path))
     log.debug("run %s", cmd)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -77,7 +77,7 @@ def _pts(line: str) -> int | None:
 
 def _time_base(path: str | os.PathLike[str], media: MediaConfig) -> tuple[int, int]:
     cmd = [media.ffprobe, "-v", "error", *_input_args(media), "-select_streams", "v:0",
-           "-show_entries", "stream=time_base", "-of", "csv=p=0", _url(path)]
+           "-show_entries", "stream=time_base", "-of", "csv=p=0", file_url(path)]
     out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     num, _, den = out.stdout.strip().splitlines()[0].partition("/") if out.stdout.strip() else ("", "", "")
     if out.returncode != 0 or not num.isdigit() or not den.isdigit() or int(den) == 0:
