@@ -152,7 +152,8 @@ def clip_bytes(vod: str, segment: Any, index: int, st: Any, gain: Any = None) ->
     """Encode one reel clip in a private temp folder and return the file's bytes (runs on a worker)."""
     import tempfile
 
-    from autoclip.render import clip_command, clip_duration, hms, overlay_text, run_ffmpeg
+    from autoclip.render import clip_command, clip_duration, overlay_text, run_ffmpeg
+    from autoclip.timefmt import hms
 
     with tempfile.TemporaryDirectory(prefix="autoclip-clip-") as tmp:
         textfile = None

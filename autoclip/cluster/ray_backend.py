@@ -176,7 +176,7 @@ class RayRunner:
 
     def score(self, vod: Path, cfg: Config, loaded: LoadedModel, *, info: ProbeInfo,
               progress: bool = True) -> Scores:
-        from autoclip.render import hms
+        from autoclip.timefmt import hms
 
         self._connect()
         t0 = time.monotonic()
