@@ -5,7 +5,8 @@ The daemon runs with ``[cluster] backend = "ray"`` and chunks of 8 s, so every V
 scored as several chunks on both nodes; a local run of the same VODs with the same weights is
 the reference. Then a worker node is killed while it runs a chunk, and a node that cannot see
 the VOD's folder (a private mount namespace with an empty folder over it) makes a job fail
-with one line while the daemon goes on. Slow: about 5 minutes on 2 busy cores (wall time is
+with one line while the daemon goes on, and retraining runs as one task. Slow: about 8-9
+minutes on 2 busy cores, mostly Ray starting fresh worker processes for each job (wall time is
 printed).
 """
 
