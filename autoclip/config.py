@@ -131,10 +131,15 @@ class TrainConfig(Section):
     split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions of labelled clips")
     frames_per_clip: int = Field(8, ge=0, description="cap on frames sampled per labelled clip, evenly spaced (0: all); frames of one clip are near-duplicates, so a cap mostly saves time")
     threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for precision/recall/F1 in metrics")
-    promote_margin: float = Field(0.0, ge=0, le=1, description="a new model becomes current only if its validation AP beats the current one's by more than this")
-    pseudo_weight: float = Field(0.3, ge=0, le=1, description="loss weight of teacher pseudo-labels relative to human labels")
-    pseudo_confidence: float = Field(0.9, ge=0.5, lt=1, description="keep pseudo-labels with teacher probability above this or below 1 - this")
-    pseudo_max: int = Field(2000, ge=0, description="most pseudo-labelled frames per training (0: no pseudo-labels)")
+    promote_margin: float = Field(0.02, ge=0, le=1, description="non-inferiority margin: the new model replaces the current one unless its validation frame AP (or reel precision) is lower by more than this; a tie promotes")
+    promote_loss_margin: float = Field(0.05, ge=0, description="...or its validation frame log loss is higher by more than this")
+    warm_start: bool = Field(True, description="start the new model from the current model's weights when their shapes match (fewer epochs to converge)")
+    pseudo_labels: bool = Field(False, description="add the current model's confident pseudo-labels on processed VOD time nobody labelled (off by default: see the README's measurements)")
+    pseudo_weight: float = Field(0.3, ge=0, le=1, description="loss weight of one pseudo-labelled frame relative to a human-labelled one")
+    pseudo_ratio: float = Field(0.5, ge=0, le=0.5, description="total weight of pseudo-labels at most this fraction of the human labels' total weight")
+    pseudo_precision: float = Field(0.95, ge=0.5, lt=1, description="thresholds are chosen on validation frames so that pseudo-labels of each class are at least this precise")
+    pseudo_confidence: float = Field(0.9, ge=0.5, lt=1, description="and never looser than: teacher probability at least this (or at most 1 - this)")
+    pseudo_max: int = Field(2000, ge=0, description="most pseudo-labelled frames per training")
 
 
 class SelectionConfig(Section):

@@ -1,9 +1,7 @@
-"""From labelled segments to training samples: clips, leakage-free splits and a feature cache.
+"""From labelled segments to training samples: clips and their decoded frames and windows.
 
-* ``load_clips`` turns the labels table into ``Clip``s (label 1 = highlight).
-* ``split_clips`` makes train/val/test splits in which no clip, and no pair of clips of one VOD
-  that overlap or touch in time, straddles two splits. With at least 3 VODs (that give both
-  classes to training and validation) whole VODs are kept together.
+* ``load_clips`` turns the labels table into ``Clip``s (label 1 = highlight); the splits are
+  made by ``splits.split_clips``.
 * ``clip_samples`` / ``pseudo_samples`` decode (or fetch from the cache) the frames and log-mel
   windows of a labelled clip, or of the moments of a processed VOD a teacher model was sure of,
   through the on-disk ``featcache.FeatureCache``.
@@ -14,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import sqlite3
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +27,6 @@ from autoclip.featcache import Arrays, FeatureCache, decode_settings
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 #: pseudo-label frames are decoded in blocks of this many seconds on a fixed grid (cache reuse)
 PSEUDO_BLOCK = 4.0
 #: with frames_per_clip set, clips longer than this many times the cap are decoded sparsely
@@ -50,6 +45,8 @@ class Clip:
     end: float
     label: int
     label_id: int
+    #: the label answers a review item that was in a reel (reel precision is measured on these)
+    in_reel: bool = False
 
     @property
     def duration(self) -> float:
@@ -59,10 +56,12 @@ class Clip:
 def load_clips(conn: sqlite3.Connection) -> list[Clip]:
     """Every label as a ``Clip``, ordered by VOD fingerprint and time."""
     rows = conn.execute(
-        "SELECT id, vod, fingerprint, start, end, label FROM labels ORDER BY fingerprint, start, end, id"
+        "SELECT l.id, l.vod, l.fingerprint, l.start, l.end, l.label, r.reason FROM labels l "
+        "LEFT JOIN review_items r ON r.id = l.review_id ORDER BY l.fingerprint, l.start, l.end, l.id"
     )
     return [
-        Clip(r["vod"], r["fingerprint"], float(r["start"]), float(r["end"]), int(r["label"] == "highlight"), int(r["id"]))
+        Clip(r["vod"], r["fingerprint"], float(r["start"]), float(r["end"]), int(r["label"] == "highlight"),
+             int(r["id"]), r["reason"] == "in-reel")
         for r in rows
     ]
 
@@ -71,167 +70,6 @@ def label_set_hash(clips: Sequence[Clip]) -> str:
     """A hash of what the clips say (VOD content, range, label), independent of order and paths."""
     items = sorted((c.fingerprint, round(c.start, 3), round(c.end, 3), c.label) for c in clips)
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
-
-
-# ---- Splits --------------------------------------------------------------------------------
-
-
-def merge_units(clips: Sequence[Clip], gap: float = 0.0) -> list[list[Clip]]:
-    """Clips of one VOD that overlap, touch, or lie within ``gap`` seconds, merged into units."""
-    units: list[list[Clip]] = []
-    by_vod: dict[str, list[Clip]] = {}
-    for c in clips:
-        by_vod.setdefault(c.fingerprint, []).append(c)
-    for fp in sorted(by_vod):
-        reach = -math.inf
-        for c in sorted(by_vod[fp], key=lambda c: (c.start, c.end, c.label_id)):
-            if c.start <= reach + gap + 1e-9:
-                units[-1].append(c)
-            else:
-                units.append([c])
-            reach = max(reach, c.end)
-    return units
-
-
-def split_strategy(clips: Sequence[Clip]) -> str:
-    """``"vod"`` (whole VODs per split) when there are >= 3 VODs and at least 2 hold each class
-    (so training and validation can both see both classes), else ``"clip"``."""
-    held: dict[str, set[int]] = {}
-    for c in clips:
-        held.setdefault(c.fingerprint, set()).add(c.label)
-    enough = all(sum(k in h for h in held.values()) >= 2 for k in (0, 1))
-    return "vod" if len(held) >= 3 and enough else "clip"
-
-
-def _sizes(n: int, fractions: Sequence[float]) -> tuple[int, int]:
-    """(n_val, n_test): rounded fractions, at least one each when ``n`` allows."""
-    total = sum(fractions)
-    f_val, f_test = fractions[1] / total, fractions[2] / total
-    n_val, n_test = round(n * f_val), round(n * f_test)
-    if n >= 3:
-        n_val, n_test = max(n_val, int(f_val > 0)), max(n_test, int(f_test > 0))
-    elif n == 2 and f_val > 0:
-        n_val, n_test = 1, 0
-    else:
-        n_val, n_test = 0, 0
-    while n_val + n_test >= n and (n_val or n_test):
-        if n_test >= n_val and n_test:
-            n_test -= 1
-        else:
-            n_val -= 1
-    return n_val, n_test
-
-
-def _two_way(idx: np.ndarray, y: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``idx`` into (kept, out) with ``len(out) == n_out``, stratified by ``y`` when possible."""
-    from sklearn.model_selection import train_test_split
-
-    if n_out <= 0:
-        return idx, idx[:0]
-    if n_out >= len(idx):
-        return idx[:0], idx
-    try:
-        return tuple(train_test_split(idx, test_size=n_out, stratify=y, random_state=seed))  # type: ignore[return-value]
-    except ValueError:  # too few items for sklearn's stratification: allocate by largest remainder
-        return _small_stratified(idx, y, n_out, seed)
-
-
-def _small_stratified(idx: np.ndarray, y: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels, counts = np.unique(y, return_counts=True)
-    share = n_out * counts / len(y)
-    quota = np.floor(share).astype(int)
-    for j in np.argsort(-(share - quota), kind="stable")[: n_out - quota.sum()]:
-        quota[j] += 1
-    out = np.concatenate([rng.permutation(idx[y == c])[:q] for c, q in zip(labels, quota, strict=True)])
-    return np.setdiff1d(idx, out), np.sort(out)
-
-
-def _repair(assign: dict[str, list[int]], held: list[frozenset[int]], seed: int) -> None:
-    """Swap units so train, then val, then test hold every class, without taking a class
-    away from a split fixed before (train first: a model cannot learn a class it never sees)."""
-    classes = sorted(frozenset().union(*held))
-    rng = np.random.default_rng(seed)
-    for rank, target in enumerate(SPLITS):
-        if not assign[target]:
-            continue
-        protected = set(SPLITS[:rank])
-        for c in classes:
-            if any(c in held[i] for i in assign[target]):
-                continue
-            for source in (s for s in SPLITS if s != target):
-                if _bring(assign, held, target, source, c, source in protected, rng):
-                    break
-
-
-def _bring(assign: dict[str, list[int]], held: list[frozenset[int]], target: str, source: str,
-           c: int, protect: bool, rng: np.random.Generator) -> bool:
-    def counts(items: list[int]) -> Counter[int]:
-        return Counter(k for i in items for k in held[i])
-
-    src, tgt = assign[source], assign[target]
-    src_n, tgt_n = counts(src), counts(tgt)
-    for a in (src[j] for j in rng.permutation(len(src))):
-        if c not in held[a]:
-            continue
-        for b in [*tgt, None]:  # a swap keeps sizes; None = move when nothing swaps
-            if b is None and len(src) <= 1:
-                continue
-            b_held = held[b] if b is not None else frozenset()
-            new_src = src_n - Counter(held[a]) + Counter(b_held)
-            new_tgt = tgt_n - Counter(b_held) + Counter(held[a])
-            if any(new_tgt[k] <= 0 for k in tgt_n if tgt_n[k] > 0):
-                continue
-            if protect and any(new_src[k] <= 0 for k in src_n if src_n[k] > 0):
-                continue
-            src.remove(a)
-            tgt.append(a)
-            if b is not None:
-                tgt.remove(b)
-                src.append(b)
-            return True
-    return False
-
-
-def split_clips(
-    clips: Sequence[Clip],
-    fractions: Sequence[float] = (0.7, 0.2, 0.1),
-    seed: int = 0,
-    *,
-    gap: float = 0.0,
-) -> dict[str, list[Clip]]:
-    """Deterministic train/val/test splits that never put related clips on both sides.
-
-    Clips of one VOD that overlap or touch (or lie within ``gap`` seconds, e.g. the audio
-    window) form one unit. With ``split_strategy == "vod"`` whole VODs are split, stratified by
-    whether a VOD holds highlights; otherwise units are split, stratified by label. Every split
-    gets a share when there are enough units, and units are swapped so that train and then val
-    hold both classes whenever the data allows (average precision needs both).
-    """
-    if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0:
-        raise LabelError(f"split fractions {list(fractions)} must be three numbers >= 0 with train > 0")
-    if not clips:
-        return {s: [] for s in SPLITS}
-    units = merge_units(clips, gap)
-    if split_strategy(clips) == "vod":
-        groups: dict[str, list[Clip]] = {}
-        for u in units:
-            groups.setdefault(u[0].fingerprint, []).extend(u)
-        units = [groups[fp] for fp in sorted(groups)]
-    held = [frozenset(c.label for c in u) for u in units]
-    y = np.array([int(1 in h) for h in held])
-    n_val, n_test = _sizes(len(units), fractions)
-    idx = np.arange(len(units))
-    train_idx, rest = _two_way(idx, y, n_val + n_test, seed)
-    val_idx, test_idx = _two_way(rest, y[rest], n_test, seed) if len(rest) else (rest, rest)
-    assign = {"train": list(train_idx), "val": list(val_idx), "test": list(test_idx)}
-    _repair(assign, held, seed)
-    out = {}
-    for name in SPLITS:
-        members = [c for i in assign[name] for c in units[i]]
-        out[name] = sorted(members, key=lambda c: (c.fingerprint, c.start, c.end, c.label_id))
-    log.debug("split %s: %s", split_strategy(clips), {k: len(v) for k, v in out.items()})
-    return out
 
 
 def locate_vod(vod: str | Path, fingerprint: str, cfg: Config) -> Path:
@@ -309,14 +147,15 @@ def _decode_sparse(path: Path, cfg: Config, clip: Clip, k: int, crop: Any, info:
     return _concat(parts, cfg)
 
 
-def clip_samples(clip: Clip, cfg: Config, cache: FeatureCache) -> Samples:
+def clip_samples(clip: Clip, cfg: Config, cache: FeatureCache, *, cap: int | None = None) -> Samples:
     """(times, frames uint8 NHWC, mels float32) of a labelled clip, decoded once and cached.
 
-    With ``cfg.train.frames_per_clip`` set, that many evenly spaced frames towards the middle
-    of the clip are returned (long clips are then decoded only around those times).
+    With a cap (``cap``, else ``cfg.train.frames_per_clip``; 0: none), that many evenly spaced
+    frames towards the middle of the clip are returned (long clips are then decoded only
+    around those times).
     """
     settings = decode_settings(cfg, clip.vod)
-    k = cfg.train.frames_per_clip
+    k = cfg.train.frames_per_clip if cap is None else cap
     sparse = k > 0 and clip.duration * cfg.frames.fps > SPARSE_FACTOR * k
     key = {**settings, "range": [clip.start, clip.end], **({"sparse": k} if sparse else {})}
 
@@ -377,20 +216,27 @@ def pseudo_samples(
     times: np.ndarray,
     teacher_scores: np.ndarray,
     *,
-    confidence: float,
+    positive: float | None,
+    negative: float | None,
     max_n: int,
     exclude_ranges: Sequence[tuple[float, float]] = (),
     margin: float = 2.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(times, frames, mels, soft_targets) at moments of a VOD the teacher was confident about.
 
-    Confident means a teacher probability >= ``confidence`` or <= 1 - ``confidence``. Times
-    within ``margin`` seconds of ``exclude_ranges`` (human-labelled segments) are skipped. Only
+    Confident means a teacher probability >= ``positive`` or <= ``negative`` (None: no samples
+    of that class). Times within ``margin`` seconds of ``exclude_ranges`` (every human-labelled
+    segment) are skipped, so no pseudo-label ever lands on a range a human labelled. Only
     short fixed-grid blocks around the chosen times are decoded, and each block is cached.
     """
     times = np.asarray(times, dtype=np.float64)
     scores = np.asarray(teacher_scores, dtype=np.float32)
-    keep = ((scores >= confidence) | (scores <= 1 - confidence)) & ~_excluded(times, exclude_ranges, margin)
+    sure = np.zeros(len(scores), dtype=bool)
+    if positive is not None:
+        sure |= scores >= positive
+    if negative is not None:
+        sure |= scores <= negative
+    keep = sure & ~_excluded(times, exclude_ranges, margin)
     cand_t, cand_s = times[keep], scores[keep]
     empty = _empty(cfg)
     none = (empty["times"], empty["frames"], empty["mels"], np.zeros(0, np.float32))

@@ -218,3 +218,21 @@ def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def frame_precision(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Precision of the frames at or above the selection threshold (``frame_precision``, ``frame_selected``)."""
+    labels = np.asarray(labels).astype(bool)
+    picked = np.asarray(probs) >= threshold
+    n = int(picked.sum())
+    return {"frame_precision": float(labels[picked].mean()) if n else None, "frame_selected": n}
+
+
+def reel_precision(clip_labels: np.ndarray, clip_probs: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Of the reviewed in-reel clips, the share of highlights among those the model would still
+    put in a reel (mean probability at or above the selection threshold); ``reel_n`` of them."""
+    labels = np.asarray(clip_labels).astype(bool)
+    picked = np.asarray(clip_probs) >= threshold
+    n = int(picked.sum())
+    return {"reel_precision": float(labels[picked].mean()) if n else None, "reel_n": n,
+            "reel_reviewed": int(len(labels))}

@@ -5,7 +5,8 @@ Layout under the models folder::
     m-20250101-040000-1a2b/      one complete model (never modified after it appears)
         weights.safetensors      tensors only: loading cannot run code
         model.json               dims, config, label-set hash, sha256 of the weights, metrics summary
-        metrics.json, *.png      evaluation and plots
+        metrics.json, *.png      evaluation (with the promotion comparison) and plots
+        clips.json               the clips of each split it was trained / validated on
     current.json                 {"current": ID, "history": [IDs that were current, oldest first]}
 
 A model is assembled under a temporary name and renamed into place, and ``current.json`` is
@@ -59,17 +60,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def decide_promotion(new_ap: float | None, current_ap: float | None, margin: float) -> tuple[bool, str]:
-    """The margin rule: promote only if the new validation AP beats the current one by > margin."""
-    if new_ap is None:
-        return False, "the new model has no validation AP (validation split lacks a class); kept, not promoted"
-    if current_ap is None:
-        return True, f"no comparable current model; promoted with validation AP {new_ap:.3f}"
-    if new_ap > current_ap + margin:
-        return True, f"validation AP {new_ap:.3f} beats current {current_ap:.3f} by more than {margin:g}"
-    return False, f"validation AP {new_ap:.3f} does not beat current {current_ap:.3f} by more than {margin:g}; kept, not promoted"
 
 
 class Registry:
@@ -268,14 +258,16 @@ class Registry:
 
     def summary(self, model_id: str) -> dict[str, Any]:
         meta = self.meta(model_id)
-        val = (meta.get("summary") or {}).get("val_ap")
-        test = (meta.get("summary") or {}).get("test_ap")
+        summary = meta.get("summary") or {}
         return {
             "id": model_id,
             "created": meta.get("created"),
             "kind": (meta.get("dims") or {}).get("kind"),
-            "val_ap": val,
-            "test_ap": test,
+            "val_ap": summary.get("val_ap"),
+            "test_ap": summary.get("test_ap"),
+            "val_frame_ap": summary.get("val_frame_ap"),
+            "test_frame_ap": summary.get("test_frame_ap"),
+            "promoted": (meta.get("decision") or {}).get("promote"),
             "label_hash": meta.get("label_hash"),
             "trigger": meta.get("trigger"),
             "current": model_id == self.current_id(),

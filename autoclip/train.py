@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from autoclip import augment, gate, metrics
+from autoclip import augment, compare, gate, metrics, promotion
 from autoclip.config import Config
 from autoclip.errors import LabelError, ModelError
 from autoclip.fsutil import TMP_PREFIX
@@ -38,18 +38,16 @@ from autoclip.model import (
     set_threads,
 )
 from autoclip.progress import Progress
-from autoclip.registry import Registry, decide_promotion
-from autoclip.trainrun import (
-    RunRecord,
-    TrainLock,
-    gather_pseudo,
-    record_skipped,
-)
+from autoclip.registry import Registry
+from autoclip.trainrun import RunRecord, TrainLock, gather_pseudo, plan_pseudo, record_skipped
 
 if TYPE_CHECKING:
     from autoclip.dataset import Clip
 
 log = logging.getLogger(__name__)
+
+#: most frames of one validation or test clip (evenly spaced when a clip is longer)
+EVAL_FRAMES = 240
 
 
 @dataclass
@@ -62,6 +60,7 @@ class SplitData:
     clip_index: np.ndarray  # (N,) index into clips; -1 for pseudo-labelled samples
     targets: np.ndarray  # (N,) float32 in [0,1]
     weights: np.ndarray  # (N,) float32 loss weights
+    pseudo_note: str = ""
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -69,6 +68,16 @@ class SplitData:
     @property
     def clip_labels(self) -> np.ndarray:
         return np.array([c.label for c in self.clips], dtype=int)
+
+    def subset(self, keep: list[Clip]) -> SplitData:
+        """The samples of the clips in ``keep`` (human-labelled only)."""
+        wanted = {id(c) for c in keep}
+        old = [i for i, c in enumerate(self.clips) if id(c) in wanted]
+        remap = np.full(len(self.clips), -1)
+        remap[old] = np.arange(len(old))
+        rows = np.flatnonzero((self.clip_index >= 0) & np.isin(self.clip_index, old))
+        return SplitData([self.clips[i] for i in old], self.frames[rows], self.mels[rows],
+                         remap[self.clip_index[rows]], self.targets[rows], self.weights[rows])
 
     def extend(self, frames: np.ndarray, mels: np.ndarray, targets: np.ndarray, weight: float) -> None:
         if len(targets) == 0:
@@ -84,18 +93,23 @@ class SplitData:
 class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
-    best_key: tuple[float, float, float] = (-1.0, -1.0, -1e18)
+    best_key: tuple[float, float, float] = (-1.0, -1e18, -1.0)
     seconds: float = 0.0
+    start: str = "random"
 
 
-def load_split(clips: list[Clip], cfg: Config, cache: Any) -> SplitData:
-    """Decode (or fetch cached) samples of ``clips``; each frame takes its clip's label."""
+def load_split(clips: list[Clip], cfg: Config, cache: Any, *, whole: bool = False) -> SplitData:
+    """Decode (or fetch cached) samples of ``clips``; each frame takes its clip's label.
+
+    ``whole``: every frame of each labelled range (validation and test measure on all of them,
+    up to ``EVAL_FRAMES`` per clip), else at most ``train.frames_per_clip``.
+    """
     from autoclip.dataset import clip_samples
     from autoclip.features import mel_frames
 
     frames, mels, index = [], [], []
     for i, clip in enumerate(clips):
-        _, f, m = clip_samples(clip, cfg, cache)
+        _, f, m = clip_samples(clip, cfg, cache, cap=EVAL_FRAMES if whole else None)
         frames.append(f)
         mels.append(m)
         index.append(np.full(len(f), i))
@@ -162,15 +176,26 @@ def train_one_epoch(
     return total / max(seen, 1), seen / elapsed
 
 
-def evaluate(net: HighlightNet, data: SplitData, threshold: float) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Metrics of ``net`` on a split's human-labelled clips: (metrics, frame probs, clip probs)."""
+def evaluate(net: HighlightNet, data: SplitData, threshold: float, *,
+             reel_threshold: float | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics of ``net`` on a split's human-labelled clips: (metrics, frame probs, clip probs).
+
+    Frame level (every frame of every range): ``frame_ap``, ``log_loss`` and, with
+    ``reel_threshold`` (the selection threshold), ``frame_precision`` at it; ``reel_precision``
+    over the reviewed in-reel clips the model would still select (``reel_n`` of them).
+    """
     human = data.clip_index >= 0
     z = logits(net, data.frames[human] if net.dims.uses_frames else None,
                data.mels[human] if net.dims.uses_audio else None)
     frame_prob = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
     clip_prob = metrics.clip_scores(frame_prob, data.clip_index[human], len(data.clips))
-    out = metrics.split_metrics(data.clip_labels, clip_prob, data.targets[human] >= 0.5, frame_prob, threshold)
-    out["log_loss"] = metrics.log_loss(data.targets[human] >= 0.5, frame_prob)
+    frame_labels = data.targets[human] >= 0.5
+    out = metrics.split_metrics(data.clip_labels, clip_prob, frame_labels, frame_prob, threshold)
+    out["log_loss"] = metrics.log_loss(frame_labels, frame_prob)
+    if reel_threshold is not None:
+        out.update(metrics.frame_precision(frame_labels, frame_prob, reel_threshold))
+        in_reel = np.array([c.in_reel for c in data.clips], dtype=bool)
+        out.update(metrics.reel_precision(data.clip_labels[in_reel], clip_prob[in_reel], reel_threshold))
     return out, frame_prob, clip_prob
 
 
@@ -243,9 +268,8 @@ def fit(net: HighlightNet, train: SplitData, val: SplitData, cfg: Config, *, pre
             result.history.append({"epoch": epoch, "loss": loss, "val_ap": m["ap"], "val_frame_ap": m["frame_ap"],
                                    "images_per_s": speed, "frozen": frozen})
             bar.epoch_done(epoch, loss, m["ap"], speed)
-            # AP first; when it ties (small validation sets reach 1.0 early) the better-calibrated
-            # epoch wins, so training does not stop at an under-fitted first epoch
-            key = (_num(m["ap"]), _num(m["frame_ap"]), -_num(m.get("log_loss"), default=1e9))
+            # frame AP first (clip AP saturates on small sets); on a tie the better-calibrated epoch
+            key = (_num(m["frame_ap"]), -_num(m.get("log_loss"), default=1e9), _num(m["ap"]))
             if key > result.best_key or best_state is None or not len(val):  # no val: keep the last
                 result.best_key, result.best_epoch, stale = key, epoch, 0
                 best_state = copy.deepcopy(net.state_dict())
@@ -327,8 +351,9 @@ def _skipped(model: str | None, reason: str, registry: Registry | None = None,
 
 def _train_locked(cfg: Config, conn: sqlite3.Connection, registry: Registry, *, trigger: str, pseudo: bool,
                   progress: bool, kind: str | None, force: bool) -> dict[str, Any]:
-    from autoclip.dataset import label_set_hash, load_clips, split_clips
+    from autoclip.dataset import label_set_hash, load_clips
     from autoclip.featcache import FeatureCache
+    from autoclip.splits import split_clips
 
     clips = load_clips(conn)
     labels = {c.label for c in clips}
@@ -346,21 +371,70 @@ def _train_locked(cfg: Config, conn: sqlite3.Connection, registry: Registry, *, 
     t0 = time.monotonic()
     splits = split_clips(clips, cfg.train.split, cfg.train.seed, gap=cfg.audio.window)
     cache = FeatureCache(cfg.path("cache"))
-    data = {name: load_split(splits[name], cfg, cache) for name in ("train", "val", "test")}
+    data = {name: load_split(splits[name], cfg, cache, whole=name != "train") for name in ("train", "val", "test")}
     log.info("samples: train %d (%d clips), val %d, test %d; decoded in %.1f s (cache hits %d, misses %d)",
              len(data["train"]), len(splits["train"]), len(data["val"]), len(data["test"]),
              time.monotonic() - t0, cache.hits, cache.misses)
     teacher = _load_current(registry, current_id)
-    if pseudo and teacher is not None and cfg.train.pseudo_max > 0:
-        pf, pm, pt = gather_pseudo(cfg, cache, teacher, clips, splits)
-        data["train"].extend(pf, pm, pt, cfg.train.pseudo_weight)
-        log.info("pseudo-labels from teacher %s: %d samples (%d positive)", teacher.id, len(pt), int(np.sum(pt >= 0.5)))
+    shared = _shared_val(cfg, registry, teacher, data["val"])
+    if pseudo and cfg.train.pseudo_labels and teacher is not None and cfg.train.pseudo_max > 0:
+        _add_pseudo(cfg, cache, teacher, clips, data["train"], shared)
     torch.manual_seed(cfg.train.seed)
-    pretrained = cfg.model.pretrained.strip().lower() != "none"
-    net = build_model(dims, cfg.model.pretrained)
-    fitted = _fit_where_configured(net, data, cfg, pretrained=pretrained, progress=progress)
-    return _finish(cfg, conn, registry, net, dims, data, fitted, teacher,
+    net, start = _initial_model(cfg, dims, teacher)
+    fitted = _fit_where_configured(net, data, cfg, pretrained=start != "random", progress=progress)
+    fitted.start = start
+    return _finish(cfg, conn, registry, net, dims, data, splits, fitted, teacher, shared,
                    label_hash=label_hash, trigger=trigger, started=t0)
+
+
+def _initial_model(cfg: Config, dims: ModelDims, teacher: Any) -> tuple[HighlightNet, str]:
+    """The student's starting point: the teacher's weights (same shape), else ``model.pretrained``."""
+    if cfg.train.warm_start and teacher is not None and teacher.dims == dims:
+        net = build_model(dims, "none")
+        own = {k: v for k, v in teacher.net.state_dict().items() if not k.startswith(gate.PREFIX)}
+        net.load_state_dict(own)  # the teacher's gate is not the student's: it is trained afresh
+        log.info("student starts from the current model %s (warm start)", teacher.id)
+        return net, f"warm:{teacher.id}"
+    pretrained = cfg.model.pretrained.strip().lower() != "none"
+    return build_model(dims, cfg.model.pretrained), ("pretrained" if pretrained else "random")
+
+
+@dataclass
+class SharedVal:
+    """The validation clips the teacher never trained on, and the teacher's numbers on them."""
+
+    data: SplitData | None
+    teacher: dict[str, Any] | None
+    teacher_probs: np.ndarray | None
+    note: str
+
+
+def _shared_val(cfg: Config, registry: Registry, teacher: Any, val: SplitData) -> SharedVal:
+    if teacher is None or not len(val):
+        return SharedVal(None, None, None, "")
+    kept, note = compare.comparison_clips(registry, teacher.id, val.clips, cfg.audio.window)
+    if not kept:
+        return SharedVal(None, None, None, note)
+    sub = val.subset(kept)
+    try:
+        m, probs, _ = evaluate(teacher.net, sub, cfg.train.threshold, reel_threshold=cfg.selection.threshold)
+    except ModelError as err:
+        return SharedVal(None, None, None, f"current model not comparable: {err}")
+    return SharedVal(sub, m, probs, note)
+
+
+def _add_pseudo(cfg: Config, cache: Any, teacher: Any, clips: list[Clip], train_data: SplitData,
+                shared: SharedVal) -> None:
+    if shared.data is None or shared.teacher_probs is None:
+        log.info("no pseudo-labels: no validation clips the teacher never trained on to choose thresholds")
+        return
+    human = shared.data.clip_index >= 0
+    plan = plan_pseudo(cfg, float(np.sum(train_data.weights)), shared.data.targets[human] >= 0.5, shared.teacher_probs)
+    got = gather_pseudo(cfg, cache, teacher, clips, plan)
+    train_data.extend(got.frames, got.mels, got.targets, cfg.train.pseudo_weight)
+    train_data.pseudo_note = plan.note
+    log.info("pseudo-labels from teacher %s: %d samples (%d positive); %s", teacher.id, len(got),
+             int(np.sum(got.targets >= 0.5)), plan.note)
 
 
 def _fit_where_configured(net: HighlightNet, data: dict[str, SplitData], cfg: Config, *, pretrained: bool,
@@ -387,36 +461,51 @@ def _load_current(registry: Registry, current_id: str | None):
         return None
 
 
-def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: HighlightNet, dims: ModelDims,
-            data: dict[str, SplitData], fitted: FitResult, teacher: Any, *, label_hash: str, trigger: str,
-            started: float) -> dict[str, Any]:
-    thr = cfg.train.threshold
-    val, val_frames, val_clips = evaluate(net, data["val"], thr) if len(data["val"]) else ({"ap": None}, None, None)
-    test, _, test_clips = evaluate(net, data["test"], thr) if len(data["test"]) else ({"ap": None}, None, None)
-    current_ap, current_note = _baseline(teacher, data["val"], thr)
+def _decide(cfg: Config, net: HighlightNet, teacher: Any, shared: SharedVal) -> tuple[bool, str, dict[str, Any]]:
     if teacher is None:
-        promote, reason = True, "no current model; the first trained model becomes current"
-    else:
-        promote, reason = decide_promotion(val.get("ap"), current_ap, cfg.train.promote_margin)
-        if current_note:
-            reason = f"{reason} ({current_note})"
+        return True, "no current model; the first trained model becomes current", {}
+    if shared.data is None:
+        return True, f"no shared validation clips ({shared.note or 'none'}); the student (more answers) is promoted", {}
+    student, _, _ = evaluate(net, shared.data, cfg.train.threshold, reel_threshold=cfg.selection.threshold)
+    promote, reason, table = promotion.decide(student, shared.teacher, margin=cfg.train.promote_margin,
+                                              loss_margin=cfg.train.promote_loss_margin)
+    keys = ("frame_ap", "log_loss", "frame_precision", "reel_precision", "reel_n", "clips", "frames")
+    return promote, f"{reason} ({shared.note})", {
+        "student": {k: student.get(k) for k in keys}, "teacher": {k: (shared.teacher or {}).get(k) for k in keys},
+        "checks": table}
+
+
+def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: HighlightNet, dims: ModelDims,
+            data: dict[str, SplitData], splits: dict[str, list[Clip]], fitted: FitResult, teacher: Any,
+            shared: SharedVal, *, label_hash: str, trigger: str, started: float) -> dict[str, Any]:
+    thr, sel = cfg.train.threshold, cfg.selection.threshold
+    none: tuple[dict[str, Any], Any, Any] = ({"ap": None, "frame_ap": None}, None, None)
+    val, val_frames, val_clips = evaluate(net, data["val"], thr, reel_threshold=sel) if len(data["val"]) else none
+    test, _, test_clips = evaluate(net, data["test"], thr, reel_threshold=sel) if len(data["test"]) else none
+    promote, reason, comparison = _decide(cfg, net, teacher, shared)
+    current_ap = (shared.teacher or {}).get("frame_ap")
     out_metrics = {"val": val, "test": test, "history": fitted.history, "best_epoch": fitted.best_epoch,
-                   "current": {"id": getattr(teacher, "id", None), "val_ap": current_ap},
+                   "current": {"id": getattr(teacher, "id", None), "val_frame_ap": current_ap},
+                   "comparison": comparison, "start": fitted.start,
                    "train": {"clips": len(data["train"].clips), "samples": len(data["train"]),
-                             "pseudo": int(np.sum(data["train"].clip_index < 0))},
+                             "pseudo": int(np.sum(data["train"].clip_index < 0)),
+                             "pseudo_plan": data["train"].pseudo_note},
                    "seconds": {"fit": fitted.seconds, "total": time.monotonic() - started}}
     gate_info = gate.train_gate(net, data["train"], data["val"], seed=cfg.train.seed)  # saved as net.gate
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "plots-", dir=registry.root) as tmp:
-        plots = _plots(Path(tmp), data, fitted, val_clips, val_frames, test_clips, val)
+        files = _plots(Path(tmp), data, fitted, val_clips, val_frames, test_clips, val)
+        files.append(compare.write_clips_record(Path(tmp), splits))
         info = {"trigger": trigger, "gate": gate_info, "config": {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
                                                "frames": cfg.frames.model_dump(mode="json"),
                                                "audio": cfg.audio.model_dump()},
-                "summary": {"val_ap": val.get("ap"), "test_ap": test.get("ap"), "current_val_ap": current_ap},
+                "summary": {"val_ap": val.get("ap"), "test_ap": test.get("ap"), "val_frame_ap": val.get("frame_ap"),
+                            "test_frame_ap": test.get("frame_ap"), "current_val_frame_ap": current_ap},
                 "decision": {"promote": promote, "reason": reason}}
-        model_id = registry.save(net, dims, label_hash=label_hash, metrics=out_metrics, info=info, extra_files=plots)
+        model_id = registry.save(net, dims, label_hash=label_hash, metrics=out_metrics, info=info, extra_files=files)
     if promote:
         registry.promote(model_id)
-    log.info("model %s: val AP %s, test AP %s; %s", model_id, _fmt(val.get("ap")), _fmt(test.get("ap")), reason)
+    log.info("model %s: val frame AP %s, test frame AP %s; %s", model_id, _fmt(val.get("frame_ap")),
+             _fmt(test.get("frame_ap")), reason)
     queue_labels_to_check(conn, cfg, net, data, model_id)
     return {"model": model_id, "promoted": promote, "skipped": False, "reason": reason,
             "label_hash": label_hash, "metrics": {"val": val, "test": test}}
@@ -424,16 +513,6 @@ def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: High
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def _baseline(teacher: Any, val: SplitData, threshold: float) -> tuple[float | None, str]:
-    """The current model's AP on the same validation clips (None when not comparable)."""
-    if teacher is None or not len(val):
-        return None, ""
-    try:
-        return evaluate(teacher.net, val, threshold)[0]["ap"], ""
-    except ModelError as err:
-        return None, f"current model not comparable: {err}"
 
 
 def _plots(folder: Path, data: dict[str, SplitData], fitted: FitResult, val_clips: Any, val_frames: Any,

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,41 +141,91 @@ def _read_scores(npz: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return times, scores
 
 
-def gather_pseudo(cfg: Config, cache: FeatureCache, teacher: LoadedModel, clips: list[Clip],
-                  splits: dict[str, list[Clip]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frames, mels, soft targets) the teacher is confident about, from processed VODs' frames
-    that no human labelled. VODs holding validation or test clips are left out entirely when
-    splits are by VOD (so the student never trains on them)."""
-    from autoclip.dataset import pseudo_samples, split_strategy
-    from autoclip.model import predict
+@dataclass(frozen=True)
+class PseudoPlan:
+    """How many pseudo-labels a training may take and how sure the teacher must be."""
+
+    positive: float | None  # teacher probability at or above which a frame is a pseudo-highlight
+    negative: float | None  # ... at or below which it is a pseudo-normal
+    max_n: int  # frames, so that their total weight stays within the cap
+    note: str
+
+
+def plan_pseudo(cfg: Config, human_weight: float, val_labels: np.ndarray, val_probs: np.ndarray) -> PseudoPlan:
+    """Thresholds chosen on validation frames the teacher never trained on (pseudo-highlights at
+    least ``pseudo_precision`` precise, pseudo-normals as pure), and a count whose total weight is
+    at most ``pseudo_ratio`` of the human labels' (the teacher's guesses never outweigh people)."""
+    from autoclip.compare import purity_threshold
 
     t = cfg.train
-    held_out = set()
-    if split_strategy(clips) == "vod":
-        held_out = {c.fingerprint for name in ("val", "test") for c in splits[name]}
-    jobs = [(r, p) for r, p in _scored_jobs(cfg) if r["fingerprint"] not in held_out]
-    frames, mels, targets = [], [], []
-    budget = math.ceil(t.pseudo_max / max(len(jobs), 1))
-    for record, npz in jobs:
+    cap = int(math.floor(t.pseudo_ratio * human_weight / max(t.pseudo_weight, 1e-9)))
+    max_n = max(0, min(t.pseudo_max, cap))
+    pos = purity_threshold(val_labels, val_probs, target=t.pseudo_precision, positive=True, floor=t.pseudo_confidence)
+    neg = purity_threshold(val_labels, val_probs, target=t.pseudo_precision, positive=False, floor=t.pseudo_confidence)
+    shown = "/".join("none" if x is None else f"{x:.3f}" for x in (pos, neg))
+    note = (f"thresholds (highlight/normal) {shown} from {len(val_labels)} validation frames; "
+            f"at most {max_n} frames (weight {t.pseudo_weight:g} each, <= {t.pseudo_ratio:g} x {human_weight:.0f})")
+    return PseudoPlan(pos, neg, max_n, note)
+
+
+@dataclass
+class PseudoSet:
+    """Pseudo-labelled samples and where they come from (VOD fingerprint, time)."""
+
+    frames: np.ndarray
+    mels: np.ndarray
+    targets: np.ndarray  # soft: the teacher's probability
+    fingerprints: np.ndarray
+    times: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def gather_pseudo(cfg: Config, cache: FeatureCache, teacher: LoadedModel, clips: list[Clip],
+                  plan: PseudoPlan) -> PseudoSet:
+    """Samples the teacher is sure of, from processed VODs' frames that no human labelled (every
+    labelled range, of any split and either class, is kept clear with a margin)."""
+    from autoclip.dataset import pseudo_samples
+    from autoclip.model import predict
+
+    jobs = _scored_jobs(cfg)
+    frames, mels, targets, fps, times = [], [], [], [], []
+    budget = math.ceil(plan.max_n / max(len(jobs), 1))
+    margin = PSEUDO_MARGIN + cfg.audio.window / 2
+    for record, npz in jobs if plan.max_n > 0 else []:
         fp = record["fingerprint"]
         scored = _read_scores(npz)
         if scored is None:
             continue
         ranges = [(c.start, c.end) for c in clips if c.fingerprint == fp]
-        _, f, m, soft = pseudo_samples(cfg, cache, record["vod"], fp, scored[0], scored[1],
-                                       confidence=t.pseudo_confidence, max_n=budget, exclude_ranges=ranges,
-                                       margin=PSEUDO_MARGIN + cfg.audio.window / 2)
+        t, f, m, soft = pseudo_samples(cfg, cache, record["vod"], fp, scored[0], scored[1],
+                                       positive=plan.positive, negative=plan.negative, max_n=budget,
+                                       exclude_ranges=ranges, margin=margin)
         if len(soft) and record.get("model") != teacher.id:
             # scored by an older model: ask the teacher itself and keep what it is sure of
             soft = predict(teacher.net, f, m)
-            sure = (soft >= t.pseudo_confidence) | (soft <= 1 - t.pseudo_confidence)
-            f, m, soft = f[sure], m[sure], soft[sure]
+            sure = _sure(soft, plan)
+            t, f, m, soft = t[sure], f[sure], m[sure], soft[sure]
         frames.append(f)
         mels.append(m)
         targets.append(soft.astype(np.float32))
+        times.append(t)
+        fps.append(np.full(len(t), fp))
     if not targets:
         s = cfg.frames.size
-        return np.zeros((0, s, s, 3), np.uint8), np.zeros((0, 1, 1), np.float32), np.zeros(0, np.float32)
-    f, m, y = np.concatenate(frames), np.concatenate(mels), np.concatenate(targets)
-    keep = np.sort(np.random.default_rng(t.seed).permutation(len(y))[: t.pseudo_max])
-    return f[keep], m[keep], y[keep]
+        return PseudoSet(np.zeros((0, s, s, 3), np.uint8), np.zeros((0, 1, 1), np.float32), np.zeros(0, np.float32),
+                         np.zeros(0, dtype=str), np.zeros(0))
+    y = np.concatenate(targets)
+    keep = np.sort(np.random.default_rng(cfg.train.seed).permutation(len(y))[: plan.max_n])
+    return PseudoSet(np.concatenate(frames)[keep], np.concatenate(mels)[keep], y[keep],
+                     np.concatenate(fps)[keep], np.concatenate(times)[keep])
+
+
+def _sure(soft: np.ndarray, plan: PseudoPlan) -> np.ndarray:
+    sure = np.zeros(len(soft), dtype=bool)
+    if plan.positive is not None:
+        sure |= soft >= plan.positive
+    if plan.negative is not None:
+        sure |= soft <= plan.negative
+    return sure

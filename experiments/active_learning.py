@@ -327,10 +327,11 @@ def refit_aps(cfg: Config, conn: Any, vods: list[synth.SynthVod], samples: dict[
     round is measured by the mean over fits: what retraining on these labels gives on average."""
     import torch
 
-    from autoclip.dataset import load_clips, split_clips
+    from autoclip.dataset import load_clips
     from autoclip.featcache import FeatureCache
     from autoclip.model import ModelDims, build_model, prepare_for_inference
     from autoclip.registry import LoadedModel
+    from autoclip.splits import split_clips
     from autoclip.train import fit, load_split
 
     clips = load_clips(conn)

@@ -49,7 +49,7 @@ def make_config(folder: Path, seed: int, threads: int, size: int, pseudo_max: in
                   "jobs": f"jobs-s{seed}", "inbox": "inbox", "reels": "reels", "failed": "failed", "done": "done"},
         "model": {"threads": threads},
         "frames": {"size": size},
-        "train": {"seed": seed, "pseudo_max": pseudo_max},
+        "train": {"seed": seed, "pseudo_max": pseudo_max, "pseudo_labels": pseudo_max > 0},
     }
     return config_mod.from_dict(data, root=folder)
 

@@ -1,4 +1,4 @@
-"""The model registry: checksums, promote/rollback, the margin rule, pickles refused, kill safety."""
+"""The model registry: checksums, promote/rollback, pickles refused, kill safety."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from autoclip.errors import ModelError
 from autoclip.fsutil import TMP_PREFIX
 from autoclip.model import ModelDims, build_model, predict
-from autoclip.registry import WEIGHTS, Registry, decide_promotion, sha256_file
+from autoclip.registry import WEIGHTS, Registry, sha256_file
 
 DIMS = ModelDims(kind="audio", size=32, n_mels=16, mel_frames=21, dropout=0.1)
 
@@ -90,17 +90,6 @@ def test_rollback_skips_a_damaged_model(tmp_path: Path) -> None:
         reg.promote(m)
     (reg.root / b / WEIGHTS).write_bytes(b"garbage")
     assert reg.rollback() == a
-
-
-def test_margin_rule() -> None:
-    assert decide_promotion(0.80, None, 0.05)[0]
-    assert decide_promotion(0.86, 0.80, 0.05)[0]
-    ok, reason = decide_promotion(0.85, 0.80, 0.05)
-    assert not ok and "does not beat" in reason
-    assert not decide_promotion(0.80, 0.80, 0.0)[0], "a tie is not an improvement"
-    assert decide_promotion(0.81, 0.80, 0.0)[0]
-    ok, reason = decide_promotion(None, 0.5, 0.0)
-    assert not ok and "no validation AP" in reason
 
 
 def test_malicious_pickle_as_model_is_refused_and_runs_nothing(tmp_path: Path, malicious_payload) -> None:

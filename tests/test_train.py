@@ -41,6 +41,8 @@ batch_size = 8
 frames_per_clip = 4
 patience = 2
 promote_margin = {margin}
+lr = {lr}
+pseudo_labels = true
 pseudo_max = 40
 """
 
@@ -73,7 +75,7 @@ class Deployment:
             labels.add_label(self.conn, vod.path, start, end, label, "import")
 
     def write(self, **kw: Any) -> None:
-        self.cfg_path.write_text(TINY.format(**kw))
+        self.cfg_path.write_text(TINY.format(**{"lr": 1e-3, **kw}))
 
     def reload(self, **kw: Any) -> None:
         self.write(**kw)
@@ -164,17 +166,33 @@ def test_first_training_saves_promotes_and_records(dep: Deployment) -> None:
     assert len(reg.ids()) == 1 and dep.runs()[-1]["status"] == "skipped"
 
 
-def test_margin_rule_keeps_the_current_model(dep: Deployment) -> None:
+def test_a_tie_promotes_the_student_compared_on_clips_the_teacher_never_trained_on(dep: Deployment) -> None:
+    from autoclip import compare, splits
+
     first = train(dep.cfg, dep.conn, progress=False)
-    dep.reload(epochs=1, margin=1.0, cache=dep.cfg.path("cache"))
+    reg = dep.registry
+    record = json.loads((reg.root / first["model"] / "clips.json").read_text())
+    assert record["train"] and sum(len(record[k]) for k in ("train", "val", "test")) == len(dep.clips)
+    # a warm-started student that barely moves (tiny learning rate) ties the teacher: it is promoted
+    dep.reload(epochs=1, margin=0.0, cache=dep.cfg.path("cache"), lr=1e-12)
     labels.add_label(dep.conn, dep.vod.path, 1.0, 2.0, "normal", "cli")  # a changed label set
     second = train(dep.cfg, dep.conn, trigger="labels", progress=False)
-    assert not second["skipped"] and not second["promoted"]
-    assert "does not beat" in second["reason"]
-    reg = dep.registry
-    assert reg.current_id() == first["model"]
-    assert set(reg.ids()) == {first["model"], second["model"]}
-    assert reg.meta(second["model"])["decision"] == {"promote": False, "reason": second["reason"]}
+    assert not second["skipped"] and second["promoted"], second["reason"]
+    assert "not worse" in second["reason"] and reg.current_id() == second["model"]
+    saved = reg.metrics(second["model"])
+    assert saved["start"] == f"warm:{first['model']}"
+    cmp = saved["comparison"]
+    assert cmp["student"]["frame_ap"] == pytest.approx(cmp["teacher"]["frame_ap"], abs=1e-6)
+    # the comparison holds exactly the validation clips the teacher did not train on
+    from autoclip.dataset import load_clips
+
+    val = splits.split_clips(load_clips(dep.conn), dep.cfg.train.split, dep.cfg.train.seed,
+                             gap=dep.cfg.audio.window)["val"]
+    trained = compare.trained_ranges(reg, first["model"])
+    assert trained is not None and len(trained) == len(record["train"])
+    assert cmp["student"]["clips"] == len(compare.unseen_by(val, trained, dep.cfg.audio.window)) > 0
+    assert reg.meta(second["model"])["decision"] == {"promote": True, "reason": second["reason"]}
+    assert reg.rollback() == first["model"]  # one command undoes it
 
 
 def test_another_running_training_is_skipped(dep: Deployment) -> None:
@@ -185,6 +203,16 @@ def test_another_running_training_is_skipped(dep: Deployment) -> None:
     assert dep.runs()[-1]["status"] == "skipped"
 
 
+def _scored_job(dep: Deployment, vod: synth.SynthVod, times: np.ndarray, scores: np.ndarray, model: str) -> None:
+    from autoclip.fsutil import fingerprint
+
+    job = dep.cfg.path("jobs") / f"vod-{vod.path.stem}"
+    job.mkdir(parents=True)
+    np.savez(job / "scores.npz", times=times, scores=scores.astype(np.float32))
+    (job / "process.json").write_text(json.dumps({"vod": str(vod.path), "fingerprint": fingerprint(vod.path),
+                                                  "model": model}))
+
+
 def test_pseudo_labels_from_the_teacher(dep: Deployment, tmp_path: Path, vod: synth.SynthVod) -> None:
     first = train(dep.cfg, dep.conn, progress=False)
     # a processed VOD nobody labelled, scored by the current model (the teacher)
@@ -192,19 +220,30 @@ def test_pseudo_labels_from_the_teacher(dep: Deployment, tmp_path: Path, vod: sy
                            width=160, height=90, seed=2)
     times = np.arange(0.25, 40, 0.5)
     hl = other.highlights()[0]
-    scores = np.where((times >= hl.start) & (times <= hl.end), 0.99, 0.02).astype(np.float32)
-    job = dep.cfg.path("jobs") / "vod-unlabelled"
-    job.mkdir(parents=True)
-    np.savez(job / "scores.npz", times=times, scores=scores)
-    from autoclip.fsutil import fingerprint
-
-    (job / "process.json").write_text(json.dumps({"vod": str(other.path), "fingerprint": fingerprint(other.path),
-                                                  "model": first["model"]}))
+    _scored_job(dep, other, times, np.where((times >= hl.start) & (times <= hl.end), 0.99, 0.02), first["model"])
     student = train(dep.cfg, dep.conn, progress=False, force=True)
     meta = dep.registry.metrics(student["model"])
-    assert 0 < meta["train"]["pseudo"] <= dep.cfg.train.pseudo_max
+    human = meta["train"]["samples"] - meta["train"]["pseudo"]
+    assert meta["train"]["pseudo"] * dep.cfg.train.pseudo_weight <= 0.5 * human
+    assert meta["train"]["pseudo_plan"].startswith("thresholds")
     without = train(dep.cfg, dep.conn, progress=False, force=True, pseudo=False)
     assert dep.registry.metrics(without["model"])["train"]["pseudo"] == 0
+
+
+def test_a_human_normal_range_never_becomes_a_pseudo_positive(dep: Deployment) -> None:
+    from autoclip.dataset import load_clips
+    from autoclip.featcache import FeatureCache
+    from autoclip.trainrun import PseudoPlan, gather_pseudo
+
+    first = train(dep.cfg, dep.conn, progress=False)
+    teacher = dep.registry.load(first["model"])
+    times = np.arange(0.25, dep.vod.duration, 0.5)
+    _scored_job(dep, dep.vod, times, np.full(len(times), 0.99), first["model"])  # "all highlight"
+    clips = load_clips(dep.conn)
+    got = gather_pseudo(dep.cfg, FeatureCache(dep.cfg.path("cache")), teacher, clips, PseudoPlan(0.9, 0.1, 40, ""))
+    assert len(got) > 0 and np.all(got.targets >= 0.9)
+    for c in clips:  # no pseudo-label at all inside (or next to) any human range, normal ones included
+        assert not np.any((got.times >= c.start - 0.5) & (got.times <= c.end + 0.5)), c
 
 
 def _cli(capsys: pytest.CaptureFixture[str], cfg_path: Path, *args: str) -> tuple[int, str, str]:

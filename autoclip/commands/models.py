@@ -14,13 +14,16 @@ TRIGGERS = ("manual", "cron", "labels", "missed")
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "train", cmd_train,
-        help="train a model on the labels, evaluate it, and make it current if it beats the current one",
-        summary="train, evaluate, promote if better",
+        help="train a model on the labels, evaluate it, and make it current unless it is worse than the current one",
+        summary="train, evaluate, promote unless worse",
         description=(
-            "Train a new model on the labelled clips (plus the current model's confident pseudo-labels\n"
-            "on processed VODs), evaluate it on the validation and test clips, save it to the registry\n"
-            "with its metrics and plots, and make it current only if its validation AP beats the\n"
-            "current model's by more than train.promote_margin. An unchanged label set is skipped."
+            "Train a new model on the labelled clips (starting from the current model's weights;\n"
+            "with train.pseudo_labels, plus its confident pseudo-labels on processed VODs), evaluate\n"
+            "it on every frame of the validation and test clips, save it to the registry with its\n"
+            "metrics, plots and the clips it trained on, and make it current unless it is worse than\n"
+            "the current model beyond train.promote_margin on the validation clips neither trained\n"
+            "on (a tie promotes). `autoclip models rollback` undoes a promotion. An unchanged label\n"
+            "set is skipped."
         ),
         example="autoclip train --json | jq .metrics.val.ap",
     )
@@ -71,7 +74,8 @@ def cmd_train(args: argparse.Namespace, ctx: Context) -> int:
         print(f"skipped: {result['reason']}")
         return 0
     val, test = result["metrics"]["val"], result["metrics"]["test"]
-    print(f"model {result['model']}: validation AP {_f(val.get('ap'))}, test AP {_f(test.get('ap'))}")
+    print(f"model {result['model']}: validation frame AP {_f(val.get('frame_ap'))}, "
+          f"test frame AP {_f(test.get('frame_ap'))}")
     print(f"{'promoted' if result['promoted'] else 'not promoted'}: {result['reason']}")
     print(f"plots and metrics: {cfg.path('models') / result['model']}")
     return 0
@@ -89,11 +93,12 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     if not models:
         print("no models yet: run `autoclip train`")
         return 0
-    print(f"  {'id':<26} {'created':<17} {'kind':<7} {'val AP':>7} {'test AP':>7}  trigger")
+    print(f"  {'id':<26} {'created':<17} {'kind':<7} {'val fAP':>7} {'test fAP':>8}  {'promoted':<8}  trigger")
     for m in models:
         mark = "*" if m["current"] else " "
+        promoted = {True: "yes", False: "no"}.get(m.get("promoted"), "?")
         print(f"{mark} {m['id']:<26} {when(m['created'], '?'):<17} {m['kind'] or '?':<7} "
-              f"{_f(m['val_ap']):>7} {_f(m['test_ap']):>7}  {m['trigger'] or ''}")
+              f"{_f(m.get('val_frame_ap')):>7} {_f(m.get('test_frame_ap')):>8}  {promoted:<8}  {m['trigger'] or ''}")
     return 0
 
 
@@ -121,12 +126,16 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     print(f"  label set  {meta.get('label_hash')}   checksum {check}")
     for split in ("val", "test"):
         s = m.get(split) or {}
-        print(f"  {split:<5}      AP {_f(s.get('ap'))}  precision {_f(s.get('precision'))}  recall {_f(s.get('recall'))}"
-              f"  F1 {_f(s.get('f1'))}  confusion {s.get('confusion')}  ({s.get('clips', 0)} clips)")
+        print(f"  {split:<5}      frame AP {_f(s.get('frame_ap'))}  log loss {_f(s.get('log_loss'))}  "
+              f"frame precision {_f(s.get('frame_precision'))}  reel precision {_f(s.get('reel_precision'))} "
+              f"(of {s.get('reel_n', 0)})  ({s.get('clips', 0)} clips, {s.get('frames', 0)} frames)")
+        print(f"             clip AP {_f(s.get('ap'))}  precision {_f(s.get('precision'))}  recall {_f(s.get('recall'))}"
+              f"  F1 {_f(s.get('f1'))}  confusion {s.get('confusion')}")
+    _print_comparison(m.get("comparison") or {}, (m.get("current") or {}).get("id"))
     print(f"  gate       {_gate_line(meta)}")
     decision = meta.get("decision") or {}
     if decision:
-        print(f"  decision   {decision.get('reason')}")
+        print(f"  decision   {'promoted' if decision.get('promote') else 'not promoted'}: {decision.get('reason')}")
     print(f"  files      {', '.join(info['files'])}")
     return 0
 
@@ -140,6 +149,16 @@ def _gate_line(meta: dict[str, Any]) -> str:
     return (f"threshold {gate['threshold']:.4f}: keeps {100 * gate['val_recall']:.1f}% of "
             f"{gate['val_highlight_frames']} validation highlight frames (target {100 * gate['recall_target']:.0f}%)"
             + ("" if normal is None else f" and {100 * normal:.0f}% of normal ones"))
+
+
+def _print_comparison(comparison: dict[str, Any], teacher_id: str | None) -> None:
+    """Student and teacher on the validation clips the teacher never trained on."""
+    if not comparison:
+        return
+    student, teacher = comparison.get("student") or {}, comparison.get("teacher") or {}
+    print(f"  compared   with {teacher_id} on {student.get('clips')} clips / {student.get('frames')} frames:")
+    for key in ("frame_ap", "log_loss", "frame_precision", "reel_precision"):
+        print(f"             {key:<16} new {_f(student.get(key))}  current {_f(teacher.get(key))}")
 
 
 def cmd_promote(args: argparse.Namespace, ctx: Context) -> int:
