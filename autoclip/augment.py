@@ -28,24 +28,31 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g) * (hi - lo) + lo
 
 
-def frames(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """(N,3,S,S) floats in [0,1] -> augmented copy."""
+def frames(x: torch.Tensor, g: torch.Generator, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,3,S,S) floats in [0,1] -> augmented copy. ``groups`` (N,) ids 0..G-1: one draw per
+    group (the frames of one segment change together, so their differences stay the video's)."""
     n = x.shape[0]
+    pick = torch.arange(n) if groups is None else groups
+    k = n if groups is None else int(groups.max()) + 1
+
+    def draw(lo: float, hi: float) -> torch.Tensor:
+        return _uniform(k, lo, hi, g)[pick]
+
     view = (n, 1, 1, 1)
-    b = _uniform(n, 1 - JITTER, 1 + JITTER, g).view(view)
-    c = _uniform(n, 1 - JITTER, 1 + JITTER, g).view(view)
-    s = _uniform(n, 1 - JITTER, 1 + JITTER, g).view(view)
+    b = draw(1 - JITTER, 1 + JITTER).view(view)
+    c = draw(1 - JITTER, 1 + JITTER).view(view)
+    s = draw(1 - JITTER, 1 + JITTER).view(view)
     x = x * b
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * c + mean
     gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     x = ((x - gray) * s + gray).clamp_(0, 1)
 
-    scale = _uniform(n, MIN_CROP, 1.0, g)
-    angle = _uniform(n, -ROTATE, ROTATE, g) * math.pi / 180
+    scale = draw(MIN_CROP, 1.0)
+    angle = draw(-ROTATE, ROTATE) * math.pi / 180
     room = 1 - scale  # shift that keeps the crop inside the frame
-    tx = _uniform(n, -1, 1, g) * room
-    ty = _uniform(n, -1, 1, g) * room
+    tx = draw(-1, 1) * room
+    ty = draw(-1, 1) * room
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)

@@ -162,8 +162,8 @@ def score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel
                   on_batch: Callable[[float], None] | None = None,
                   prefetch_depth: int = 2) -> Result:
     """Both stages over [start, end) (``end`` None: to the end of the VOD)."""
-    from autoclip.model import predict
     from autoclip.scoring import prefetch
+    from autoclip.temporal import StreamScorer
 
     ctx = context(cfg)
     lo, hi = max(0.0, start - ctx), None if end is None else end + ctx
@@ -174,13 +174,20 @@ def score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel
     outside = ~windows.contains(times)
     t1 = time.monotonic()
     got_t, got_s, model_s = [], [], 0.0
+    # one stream per window: a temporal model's neighbours never reach across a gap
+    stream, last = StreamScorer(loaded.net, batch=cfg.frames.batch), -math.inf
     for fb in prefetch(_window_batches(path, cfg, info, windows, cfg.frames.batch), prefetch_depth):
         t = time.monotonic()
-        got_s.append(predict(loaded.net, fb.frames, fb.mels, batch=len(fb.times)))
+        if fb.times[0] - last > 1.5 / cfg.frames.fps:
+            got_s.append(stream.flush())
+            stream = StreamScorer(loaded.net, batch=cfg.frames.batch)
+        got_s.append(stream.feed(fb.frames, fb.mels))
+        last = float(fb.times[-1])
         model_s += time.monotonic() - t
         got_t.append(fb.times)
         if on_batch is not None:
             on_batch(float(fb.times[-1]))
+    got_s.append(stream.flush())
     stage2_s = time.monotonic() - t1
     all_t = np.concatenate([times[outside], *got_t])
     all_s = np.concatenate([outside_scores(g[outside], threshold, cfg), *got_s]).astype(np.float32)

@@ -107,6 +107,8 @@ class ModelConfig(Section):
     kind: Literal["fused", "frames", "audio"] = Field("fused", description="which branches to use: frame ResNet-18, log-mel CNN, or both fused late")
     pretrained: str = Field("none", description="'imagenet' (torchvision weights from the local cache or download), 'none', or a path to a state dict")
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the fusion head")
+    context: int = Field(2, ge=0, le=8, description="neighbouring frames on each side the temporal layer sees (2 at 4 fps: about a second); 0: each frame alone")
+    motion: bool = Field(True, description="with context: a small frame-difference branch beside the ResNet (shakes, zooms, flashes)")
     threads: int = Field(2, ge=1, le=64, description="torch CPU threads")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where scoring runs the model: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu' or 'cuda'")
 
@@ -121,7 +123,7 @@ class TrainConfig(Section):
     """Training, evaluation and promotion."""
 
     epochs: int = Field(8, ge=1, le=500, description="most passes over the training clips")
-    batch_size: int = Field(16, ge=2, le=1024, description="samples per optimisation step")
+    batch_size: int = Field(32, ge=2, le=1024, description="samples per optimisation step")
     lr: float = Field(1e-3, gt=0, description="learning rate of the heads")
     backbone_lr_factor: float = Field(0.1, gt=0, le=1, description="backbone learning rate = lr x this, after unfreezing")
     freeze_epochs: int = Field(0, ge=0, description="epochs with the pretrained backbone frozen before unfreezing")
@@ -129,10 +131,12 @@ class TrainConfig(Section):
     patience: int = Field(3, ge=1, description="early stopping: epochs without a better validation AP")
     seed: int = Field(0, description="random seed for splits, shuffling and initialisation")
     split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions of labelled clips")
-    frames_per_clip: int = Field(8, ge=0, description="cap on frames sampled per labelled clip, evenly spaced (0: all); frames of one clip are near-duplicates, so a cap mostly saves time")
+    frames_per_clip: int = Field(16, ge=0, description="cap on training frames per labelled clip, taken as runs of 8 consecutive frames spread over the clip (0: all); validation and test use every frame")
+    modality_dropout: float = Field(0.2, ge=0, le=0.45, description="chance that a training segment hides its audio from the fused head (and the same chance its frames), so neither branch can carry it alone")
+    aux_weight: float = Field(0.3, ge=0, le=2, description="weight of each branch's own auxiliary loss beside the fused loss")
     threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for precision/recall/F1 in metrics")
     promote_margin: float = Field(0.02, ge=0, le=1, description="non-inferiority margin: the new model replaces the current one unless its validation frame AP (or reel precision) is lower by more than this; a tie promotes")
-    promote_loss_margin: float = Field(0.05, ge=0, description="...or its validation frame log loss is higher by more than this")
+    promote_loss_margin: float = Field(0.25, ge=0, description="...or its validation frame log loss is higher than the current one's by more than this fraction of it")
     warm_start: bool = Field(True, description="start the new model from the current model's weights when their shapes match (fewer epochs to converge)")
     pseudo_labels: bool = Field(False, description="add the current model's confident pseudo-labels on processed VOD time nobody labelled (off by default: see the README's measurements)")
     pseudo_weight: float = Field(0.3, ge=0, le=1, description="loss weight of one pseudo-labelled frame relative to a human-labelled one")

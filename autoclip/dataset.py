@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 PSEUDO_BLOCK = 4.0
 #: with frames_per_clip set, clips longer than this many times the cap are decoded sparsely
 SPARSE_FACTOR = 3
+#: a frame cap is taken as runs of this many consecutive frames (the temporal layer's context)
+RUN = 8
 
 Samples = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -136,28 +139,46 @@ def _middle_indices(n: int, k: int) -> np.ndarray:
     return np.unique(np.floor((np.arange(k) + 0.5) * n / k).astype(int))
 
 
+def _run_indices(n: int, k: int, run: int = RUN) -> np.ndarray:
+    """``k`` of ``n`` indices as runs of ``run`` consecutive ones, the runs evenly spread."""
+    if k >= n:
+        return np.arange(n)
+    if k <= 0:
+        return np.zeros(0, dtype=int)
+    runs = max(1, math.ceil(k / run))
+    size = k // runs
+    out = []
+    for c in _middle_indices(n, runs):
+        a = int(np.clip(c - size // 2, 0, n - size))
+        out.append(np.arange(a, a + size))
+    return np.unique(np.concatenate(out))
+
+
 def _decode_sparse(path: Path, cfg: Config, clip: Clip, k: int, crop: Any, info: Any) -> Arrays:
+    """Runs of consecutive frames (as ``_run_indices`` picks them) decoded around their times only."""
     step = 1.0 / cfg.frames.fps
+    runs = max(1, math.ceil(k / RUN))
+    size = k // runs
     parts = []
-    for t in clip.start + (np.arange(k) + 0.5) * clip.duration / k:
-        lo = max(clip.start, t - step / 2)
-        window = _decode_range(path, cfg, lo, min(clip.end, lo + step), crop, info)
-        idx = _nearest(window, np.array([t]), step)
-        parts.append(_take(window, idx[idx >= 0]))
+    for i in range(runs):
+        centre = clip.start + (i + 0.5) * clip.duration / runs
+        lo = max(clip.start, centre - size * step / 2)
+        window = _decode_range(path, cfg, lo, min(clip.end, lo + size * step), crop, info)
+        parts.append(_take(window, np.arange(min(size, len(window["times"])))))
     return _concat(parts, cfg)
 
 
 def clip_samples(clip: Clip, cfg: Config, cache: FeatureCache, *, cap: int | None = None) -> Samples:
     """(times, frames uint8 NHWC, mels float32) of a labelled clip, decoded once and cached.
 
-    With a cap (``cap``, else ``cfg.train.frames_per_clip``; 0: none), that many evenly spaced
-    frames towards the middle of the clip are returned (long clips are then decoded only
-    around those times).
+    With a cap (``cap``, else ``cfg.train.frames_per_clip``; 0: none), that many frames are
+    returned as runs of ``RUN`` consecutive frames spread evenly over the clip (long clips are
+    then decoded only around those runs).
     """
     settings = decode_settings(cfg, clip.vod)
     k = cfg.train.frames_per_clip if cap is None else cap
     sparse = k > 0 and clip.duration * cfg.frames.fps > SPARSE_FACTOR * k
-    key = {**settings, "range": [clip.start, clip.end], **({"sparse": k} if sparse else {})}
+    key = {**settings, "range": [clip.start, clip.end], **({"runs": [k, RUN]} if sparse else {})}
 
     def decode() -> Arrays:
         from autoclip import media
@@ -173,7 +194,7 @@ def clip_samples(clip: Clip, cfg: Config, cache: FeatureCache, *, cap: int | Non
 
     arrays = cache.fetch(clip.fingerprint, key, decode)
     if not sparse and k > 0:
-        arrays = _take(arrays, _middle_indices(len(arrays["times"]), k))
+        arrays = _take(arrays, _run_indices(len(arrays["times"]), k))
     if len(arrays["times"]) == 0:
         log.warning("label #%d (%s %.2f-%.2f) yields no frames", clip.label_id, Path(clip.vod).name, clip.start, clip.end)
     return arrays["times"], arrays["frames"], arrays["mels"]

@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
+    from autoclip.fitting import SplitData
     from autoclip.model import HighlightNet
-    from autoclip.train import SplitData
 
 log = logging.getLogger(__name__)
 

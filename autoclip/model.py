@@ -1,8 +1,14 @@
 """The highlight classifier: a ResNet-18 on the frame, a small CNN on the log-mel window, fused late.
 
+With ``dims.context = k > 0`` (the default for new models) each frame is embedded once, and a
+temporal layer per branch looks at the k embeddings before and after it (about a second at 4
+fps); a small *motion* CNN on frame differences of a grey thumbnail sees shakes, zooms and
+flashes that no single frame shows. Each branch also has its own auxiliary head, used only in
+training (with modality dropout) so that neither branch can carry the fused head alone.
+``context = 0`` is the earlier single-frame network (old checkpoints load as they were).
+
 ``ModelDims`` carries everything needed to rebuild the network, and is saved beside the weights
-so a checkpoint loads without the config that trained it. Only this module, ``train`` and
-``scoring`` import torch.
+so a checkpoint loads without the config that trained it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: width of each branch's embedding before the fusion head
 EMBED = 128
+#: width of each branch after its temporal layer
+TEMPORAL = 64
+#: side of the grey thumbnail the motion branch compares between neighbouring frames
+THUMB = 32
 #: seconds to wait for the ImageNet download before falling back to random weights
 DOWNLOAD_TIMEOUT = 20.0
 
@@ -43,6 +53,10 @@ class ModelDims:
     n_mels: int = 64
     mel_frames: int = 101
     dropout: float = 0.3
+    #: neighbouring frames on each side seen by the temporal layer (0: single-frame network)
+    context: int = 0
+    #: with context > 0: the frame-difference (motion) branch beside the ResNet
+    motion: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +88,8 @@ class ModelDims:
             n_mels=cfg.audio.n_mels,
             mel_frames=features.mel_frames(cfg.audio),
             dropout=cfg.model.dropout,
+            context=cfg.model.context,
+            motion=cfg.model.motion and cfg.model.context > 0,
         )
 
 
@@ -100,6 +116,30 @@ class AudioNet(nn.Module):
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
 
+class MotionNet(nn.Module):
+    """Three conv blocks over [thumbnail, change since the previous frame, change until the next]."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        chans = [3, width, width * 2, width * 4]
+        layers: list[nn.Module] = []
+        for i in range(3):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False), nn.BatchNorm2d(chans[i + 1]),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.body = nn.Sequential(*layers)
+        self.out_features = chans[-1] * 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+
+
+def thumbnails(frames: torch.Tensor) -> torch.Tensor:
+    """(N,3,S,S) in [0,1] -> (N,1,THUMB,THUMB) grey, scaled so a full black-white change is ~4."""
+    grey = (0.299 * frames[:, 0:1] + 0.587 * frames[:, 1:2] + 0.114 * frames[:, 2:3]).contiguous()
+    return nn.functional.adaptive_avg_pool2d(grey, THUMB) * 4.0
+
+
 def _resnet18() -> nn.Module:
     from torchvision.models import resnet18
 
@@ -117,14 +157,28 @@ class HighlightNet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         width = 0
+        window = 2 * dims.context + 1
         if dims.uses_frames:
             self.frames = _resnet18()
             self.frames_proj = nn.Sequential(nn.Linear(512, EMBED), nn.ReLU(inplace=True))
             width += EMBED
+            if dims.context > 0:
+                vis = EMBED
+                if dims.motion:
+                    self.motion = MotionNet()
+                    vis += self.motion.out_features
+                self.tv = nn.Sequential(nn.Linear(window * vis, TEMPORAL), nn.ReLU(inplace=True))
+                self.aux_v = nn.Linear(TEMPORAL, 1)
         if dims.uses_audio:
             self.audio = AudioNet()
             self.audio_proj = nn.Sequential(nn.Linear(self.audio.out_features, EMBED), nn.ReLU(inplace=True))
             width += EMBED
+            if dims.context > 0:
+                self.ta = nn.Sequential(nn.Linear(window * EMBED, TEMPORAL), nn.ReLU(inplace=True))
+                self.aux_a = nn.Linear(TEMPORAL, 1)
+        if dims.context > 0:
+            width = TEMPORAL * (int(dims.uses_frames) + int(dims.uses_audio))
+            self.register_buffer("offsets", torch.arange(-dims.context, dims.context + 1), persistent=False)
         self.head = nn.Sequential(
             nn.Dropout(dims.dropout),
             nn.Linear(width, 64),
@@ -133,18 +187,58 @@ class HighlightNet(nn.Module):
             nn.Linear(64, 1),
         )
 
-    def forward(self, frames: torch.Tensor | None, mels: torch.Tensor | None) -> torch.Tensor:
-        """frames: (N,3,S,S) floats in [0,1]; mels: (N,1,n_mels,T). Returns (N,) logits."""
-        parts = []
+    def base(self, frames: torch.Tensor | None, mels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Per-frame embeddings (each frame on its own): "v" (ResNet), "thumb", "a" (audio)."""
+        parts: dict[str, torch.Tensor] = {}
         if self.dims.uses_frames:
             if frames is None:
                 raise ModelError(f"a {self.dims.kind} model needs frames")
-            parts.append(self.frames_proj(self.frames((frames - self.mean) / self.std)))
+            parts["v"] = self.frames_proj(self.frames((frames - self.mean) / self.std))
+            if self.dims.context > 0 and self.dims.motion:
+                parts["thumb"] = thumbnails(frames)
         if self.dims.uses_audio:
             if mels is None:
                 raise ModelError(f"a {self.dims.kind} model needs spectrograms")
-            parts.append(self.audio_proj(self.audio(mels)))
-        return self.head(torch.cat(parts, dim=1)).squeeze(1)
+            parts["a"] = self.audio_proj(self.audio(mels))
+        return parts
+
+    def temporal(self, parts: dict[str, torch.Tensor], seg: torch.Tensor,
+                 drop_v: torch.Tensor | None = None, drop_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Logits from base parts with each frame's neighbours in its segment: "fused", and the
+        branches' auxiliary "v" / "a". ``drop_v`` / ``drop_a`` (N,) bool hide a branch from the
+        fused head for those frames (modality dropout, training only)."""
+        from autoclip.temporal import neighbours
+
+        idx = neighbours(seg, self.offsets)
+        n = idx.shape[0]
+        out: dict[str, torch.Tensor] = {}
+        fused = []
+        if self.dims.uses_frames:
+            vis = parts["v"]
+            if self.dims.motion:
+                th = parts["thumb"]
+                prev, nxt = th[idx[:, self.dims.context - 1]], th[idx[:, self.dims.context + 1]]
+                vis = torch.cat([vis, self.motion(torch.cat([th, th - prev, nxt - th], dim=1))], dim=1)
+            tv = self.tv(vis[idx].reshape(n, -1))
+            out["v"] = self.aux_v(tv).squeeze(1)
+            fused.append(tv if drop_v is None else tv * (~drop_v).to(tv.dtype)[:, None])
+        if self.dims.uses_audio:
+            ta = self.ta(parts["a"][idx].reshape(n, -1))
+            out["a"] = self.aux_a(ta).squeeze(1)
+            fused.append(ta if drop_a is None else ta * (~drop_a).to(ta.dtype)[:, None])
+        out["fused"] = self.head(torch.cat(fused, dim=1)).squeeze(1)
+        return out
+
+    def forward(self, frames: torch.Tensor | None, mels: torch.Tensor | None,
+                seg: torch.Tensor | None = None) -> torch.Tensor:
+        """frames: (N,3,S,S) floats in [0,1]; mels: (N,1,n_mels,T); seg: (N,) segment ids of
+        time-ordered frames (None: one segment). Returns (N,) logits."""
+        parts = self.base(frames, mels)
+        if self.dims.context > 0:
+            n = next(iter(parts.values())).shape[0]
+            return self.temporal(parts, torch.zeros(n, dtype=torch.long) if seg is None else seg)["fused"]
+        flat = [parts[k] for k in ("v", "a") if k in parts]
+        return self.head(torch.cat(flat, dim=1)).squeeze(1)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """Parameters of the (possibly pretrained) frame backbone."""
@@ -283,18 +377,23 @@ def mels_to_tensor(mels: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.unsqueeze(1).contiguous()
 
 
-def logits(net: HighlightNet, frames_uint8: np.ndarray | None, mels: np.ndarray | None, *, batch: int = 64) -> np.ndarray:
-    """Raw logits for N samples, computed in batches (eval mode, no autograd)."""
-    dims = net.dims
-    n = len(frames_uint8) if frames_uint8 is not None else len(mels)  # type: ignore[arg-type]
+def _check_mels(dims: ModelDims, mels: np.ndarray | None) -> None:
     if dims.uses_audio and mels is not None and tuple(mels.shape[1:]) != (dims.n_mels, dims.mel_frames):
         raise ModelError(
             f"spectrograms are {tuple(mels.shape[1:])} but model expects ({dims.n_mels}, {dims.mel_frames}): "
             "the [audio] settings changed since this model was trained; retrain it"
         )
+
+
+def base_parts(net: HighlightNet, frames_uint8: np.ndarray | None, mels: np.ndarray | None, *,
+               batch: int = 64) -> dict[str, torch.Tensor]:
+    """Per-frame embeddings of N frames (``HighlightNet.base``), in batches, eval mode, no autograd."""
+    dims = net.dims
+    _check_mels(dims, mels)
+    n = len(frames_uint8) if frames_uint8 is not None else len(mels)  # type: ignore[arg-type]
     was_training = net.training
     net.eval()
-    out = []
+    chunks: list[dict[str, torch.Tensor]] = []
     device = net.mean.device  # [model] device: the net was moved there
     try:
         with torch.inference_mode():
@@ -304,15 +403,45 @@ def logits(net: HighlightNet, frames_uint8: np.ndarray | None, mels: np.ndarray 
                 if device.type != "cpu":
                     f = None if f is None else f.to(device)
                     m = None if m is None else m.to(device)
-                out.append(net(f, m).float().cpu().numpy())
+                chunks.append(net.base(f, m))
     finally:
         net.train(was_training)
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    if not chunks:
+        return {}
+    return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def predict(net: HighlightNet, frames_uint8: np.ndarray | None, mels: np.ndarray | None, *, batch: int = 64) -> np.ndarray:
-    """Highlight probabilities (N,) float32 for frames (N,S,S,3) uint8 and mels (N,n_mels,T)."""
-    z = logits(net, frames_uint8, mels, batch=batch)
+def logits(net: HighlightNet, frames_uint8: np.ndarray | None, mels: np.ndarray | None, *, batch: int = 64,
+           seg: np.ndarray | None = None) -> np.ndarray:
+    """Raw logits for N time-ordered samples (``seg``: segment id per sample; None: one segment)."""
+    from autoclip.temporal import temporal_logits
+
+    n = len(frames_uint8) if frames_uint8 is not None else len(mels)  # type: ignore[arg-type]
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    parts = base_parts(net, frames_uint8, mels, batch=batch)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            if net.dims.context == 0:
+                flat = [parts[k] for k in ("v", "a") if k in parts]
+                z = torch.cat([net.head(torch.cat([p[i : i + batch] for p in flat], dim=1)).squeeze(1)
+                               for i in range(0, n, batch)])
+            else:
+                s = torch.zeros(n, dtype=torch.long) if seg is None else torch.as_tensor(seg, dtype=torch.long)
+                s = s.to(net.mean.device)
+                z = temporal_logits(net, parts, s)
+    finally:
+        net.train(was_training)
+    return z.float().cpu().numpy()
+
+
+def predict(net: HighlightNet, frames_uint8: np.ndarray | None, mels: np.ndarray | None, *, batch: int = 64,
+            seg: np.ndarray | None = None) -> np.ndarray:
+    """Highlight probabilities (N,) float32 for frames (N,S,S,3) uint8 and mels (N,n_mels,T)
+    in time order (``seg``: segment ids; None: one run of consecutive frames)."""
+    z = logits(net, frames_uint8, mels, batch=batch, seg=seg)
     return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
 
 

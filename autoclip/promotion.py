@@ -5,7 +5,8 @@ unless it is *worse beyond noise* on the validation clips neither of them traine
 
 * frame average precision lower by more than ``margin`` (AP over every frame of every
   validation range, not one score per clip, which saturates at 1.0 on small sets);
-* frame log loss higher by more than ``loss_margin`` (calibration: the reel threshold is fixed);
+* frame log loss higher by more than ``loss_margin`` times the teacher's (calibration: the reel
+  threshold is fixed);
 * reel precision (of the reviewed in-reel clips the model would still put in a reel) lower by
   more than ``margin`` or one item's worth, whichever is larger.
 
@@ -47,7 +48,7 @@ def _f(x: float | None) -> str:
 
 def _margin(metric: str, teacher: Mapping[str, Any], margin: float, loss_margin: float) -> float:
     if metric == "log_loss":
-        return loss_margin
+        return loss_margin * float(teacher.get("log_loss") or 0.0)
     if metric == "reel_precision":
         n = int(teacher.get("reel_n") or 0)
         return max(margin, 1.0 / n) if n else margin

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from autoclip.config import Config
 
 if TYPE_CHECKING:
+    from autoclip.fitting import FitResult, SplitData
     from autoclip.media import ProbeInfo
     from autoclip.registry import LoadedModel
     from autoclip.render import ClipSettings
     from autoclip.scoring import Scores
     from autoclip.selection import Segment
-    from autoclip.train import FitResult, SplitData
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class LocalRunner:
 
     def fit(self, net: Any, train: SplitData, val: SplitData, cfg: Config, *, pretrained: bool,
             progress: bool) -> FitResult:
-        from autoclip.train import fit
+        from autoclip.fitting import fit
 
         return fit(net, train, val, cfg, pretrained=pretrained, progress=progress)
 

@@ -189,29 +189,40 @@ def _score_dense(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel,
                  end: float | None, progress: bool, on_batch: Callable[[float], None] | None,
                  audio_from: float | None = None) -> Scores:
     from autoclip.features import SampleReader
-    from autoclip.model import predict
+    from autoclip.temporal import StreamScorer, halo
 
-    reader = SampleReader(path, cfg, start=start, end=end, info=info, audio_from=audio_from)
+    # a temporal model's score needs its neighbours: read them beyond the range (then drop them)
+    pad = (halo(loaded.net) if loaded.net.dims.context else 0) / cfg.frames.fps
+    lo, hi = max(0.0, start - pad), (None if end is None else end + pad)
+    reader = SampleReader(path, cfg, start=lo, end=hi, info=info, audio_from=audio_from)
     duration = reader.info.duration
     bar, show = _scoring_progress(Path(path).name, duration, progress)
     times, scores = [], []
     model_s = 0.0
+    stream = StreamScorer(loaded.net, batch=cfg.frames.batch)  # a frame's score may wait for its neighbours
     try:
         for batch in prefetch(reader, PREFETCH):
             t0 = time.monotonic()
-            probs = predict(loaded.net, batch.frames, batch.mels, batch=len(batch.times))
+            scores.append(stream.feed(batch.frames, batch.mels))
             model_s += time.monotonic() - t0
             times.append(batch.times)
-            scores.append(probs)
             show(float(batch.times[-1]))
             if on_batch is not None:
                 on_batch(float(batch.times[-1]))
+        t0 = time.monotonic()
+        scores.append(stream.flush())
+        model_s += time.monotonic() - t0
     finally:
         elapsed = bar.close()
     lt, ldb = _trim_track(reader.loudness_track, start, end)
+    all_t = np.concatenate(times) if times else np.zeros(0)
+    all_s = np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32)
+    if pad:
+        inside = (all_t >= start - 1e-6) & (all_t < (np.inf if end is None else end))
+        all_t, all_s = all_t[inside], all_s[inside]
     result = Scores(
-        times=np.concatenate(times) if times else np.zeros(0),
-        scores=np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32),
+        times=all_t,
+        scores=all_s,
         loudness_times=np.asarray(lt, dtype=np.float64), loudness_db=np.asarray(ldb, dtype=np.float32),
         duration=duration, model_id=loaded.id,
     )

@@ -187,6 +187,7 @@ def gather_pseudo(cfg: Config, cache: FeatureCache, teacher: LoadedModel, clips:
     """Samples the teacher is sure of, from processed VODs' frames that no human labelled (every
     labelled range, of any split and either class, is kept clear with a margin)."""
     from autoclip.dataset import pseudo_samples
+    from autoclip.fitting import segments_from_times
     from autoclip.model import predict
 
     jobs = _scored_jobs(cfg)
@@ -204,7 +205,7 @@ def gather_pseudo(cfg: Config, cache: FeatureCache, teacher: LoadedModel, clips:
                                        exclude_ranges=ranges, margin=margin)
         if len(soft) and record.get("model") != teacher.id:
             # scored by an older model: ask the teacher itself and keep what it is sure of
-            soft = predict(teacher.net, f, m)
+            soft = predict(teacher.net, f, m, seg=segments_from_times(np.zeros(len(t)), t, cfg.frames.fps))
             sure = _sure(soft, plan)
             t, f, m, soft = t[sure], f[sure], m[sure], soft[sure]
         frames.append(f)

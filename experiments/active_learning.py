@@ -329,10 +329,10 @@ def refit_aps(cfg: Config, conn: Any, vods: list[synth.SynthVod], samples: dict[
 
     from autoclip.dataset import load_clips
     from autoclip.featcache import FeatureCache
+    from autoclip.fitting import fit, load_split
     from autoclip.model import ModelDims, build_model, prepare_for_inference
     from autoclip.registry import LoadedModel
     from autoclip.splits import split_clips
-    from autoclip.train import fit, load_split
 
     clips = load_clips(conn)
     aps = []

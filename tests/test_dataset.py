@@ -96,13 +96,19 @@ def test_clip_samples_are_cached_and_never_decoded_twice(vod: synth.SynthVod, tm
     assert f4.shape[1:] == (48, 48, 3)
 
 
-def test_long_clips_with_a_frame_cap_are_decoded_sparsely(vod: synth.SynthVod, tmp_path: Path) -> None:
+def test_long_clips_with_a_frame_cap_are_decoded_sparsely_in_runs(vod: synth.SynthVod, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, frames_per_clip=3)
     clip = Clip(str(vod.path), dataset.fsutil.fingerprint(vod.path), 1.0, 13.0, 0, 1)
     cache = FeatureCache(cfg.path("cache"))
     times, frames, mels = dataset.clip_samples(clip, cfg, cache)
-    assert len(times) == 3 and frames.shape[0] == mels.shape[0] == 3
-    np.testing.assert_allclose(times, [3.0, 7.0, 11.0], atol=0.25)
+    assert len(times) == 3 and frames.shape[0] == mels.shape[0] == 3  # one run of consecutive frames
+    step = 1.0 / cfg.frames.fps
+    np.testing.assert_allclose(np.diff(times), step, atol=0.05)
+    assert abs(times[1] - 7.0) <= step
+    cfg16 = make_cfg(tmp_path, frames_per_clip=16)  # two runs of 8, around 4 s and 10 s
+    times, _, _ = dataset.clip_samples(clip, cfg16, cache)
+    assert len(times) == 16 and np.sum(np.diff(times) > 1.5 * step) == 1
+    assert abs(times[:8].mean() - 4.0) <= step and abs(times[8:].mean() - 10.0) <= step
 
 
 def test_pseudo_samples_take_confident_unlabelled_moments_and_cache_them(vod: synth.SynthVod, tmp_path: Path) -> None:

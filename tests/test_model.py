@@ -150,3 +150,70 @@ def test_augmentation_keeps_shapes_and_ranges_and_varies_per_sample() -> None:
     mels = mels_to_tensor(np.repeat(_inputs(1)[1], 4, axis=0))
     out = augment.mels(mels, g)
     assert out.shape == mels.shape and not torch.allclose(out[0], out[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal context
+# ---------------------------------------------------------------------------------------------
+
+TEMPORAL = dict(size=32, n_mels=16, mel_frames=21, dropout=0.2, context=2, motion=True)
+
+
+def test_neighbours_stay_inside_their_segment() -> None:
+    from autoclip.temporal import neighbours
+
+    seg = torch.tensor([0, 0, 0, 1, 1, 2])
+    idx = neighbours(seg, torch.arange(-2, 3))
+    assert idx.tolist() == [[0, 0, 0, 1, 2], [0, 0, 1, 2, 2], [0, 1, 2, 2, 2],
+                            [3, 3, 3, 4, 4], [3, 3, 4, 4, 4], [5, 5, 5, 5, 5]]
+
+
+@pytest.mark.parametrize("kind", ["fused", "frames", "audio"])
+def test_temporal_model_trains_every_part_and_hides_branches(kind: str) -> None:
+    dims = ModelDims(kind=kind, **TEMPORAL)
+    net = build_model(dims, "none").train()
+    frames, mels = _inputs(12, 32, 16, 21)
+    f = frames_to_tensor(frames) if dims.uses_frames else None
+    m = mels_to_tensor(mels) if dims.uses_audio else None
+    seg = torch.tensor([0] * 6 + [1] * 6)
+    out = net.temporal(net.base(f, m), seg)
+    assert out["fused"].shape == (12,)
+    sum(v.sum() for v in out.values()).backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    if kind == "fused":  # with the audio hidden, the fused output does not depend on it
+        net.eval()
+        hide = torch.ones(12, dtype=torch.bool)
+        base = net.base(f, m)
+        a = net.temporal(base, seg, drop_a=hide)["fused"]
+        noisy = dict(base, a=base["a"] + torch.randn_like(base["a"]))
+        assert torch.allclose(a, net.temporal(noisy, seg, drop_a=hide)["fused"])
+        assert not torch.allclose(a, net.temporal(noisy, seg)["fused"])
+
+
+def test_motion_sees_change_between_frames_that_one_frame_cannot() -> None:
+    from autoclip.model import thumbnails
+
+    still = torch.zeros(3, 3, 32, 32)
+    flash = still.clone()
+    flash[1] = 1.0
+    th = thumbnails(flash)
+    assert th.shape == (3, 1, 32, 32) and float((th[1] - th[0]).mean()) == pytest.approx(4.0, rel=1e-4)
+    assert float(thumbnails(still).abs().max()) == 0.0
+
+
+def test_streamed_scores_equal_one_pass_over_the_whole_vod(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoclip import temporal
+
+    monkeypatch.setattr(temporal, "CHUNK", 16)  # the chunked path with halos too
+    torch.manual_seed(0)
+    net = build_model(ModelDims(kind="fused", **TEMPORAL), "none").eval()
+    frames, mels = _inputs(101, 32, 16, 21)
+    whole = predict(net, frames, mels, batch=8)
+    stream = temporal.StreamScorer(net, batch=8)
+    parts = [stream.feed(frames[a:a + 23], mels[a:a + 23]) for a in range(0, 101, 23)]
+    parts.append(stream.flush())
+    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-5, atol=1e-6)
+    legacy = build_model(ModelDims(kind="audio", **DIMS), "none").eval()  # context 0: no delay
+    one = temporal.StreamScorer(legacy)
+    _, m = _inputs(5)
+    assert len(one.feed(None, m)) == 5 and len(one.flush()) == 0

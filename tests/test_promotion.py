@@ -20,15 +20,15 @@ def test_a_tie_promotes_the_student() -> None:
 
 def test_worse_beyond_the_margin_is_kept_and_within_it_promoted() -> None:
     within = {**TEACHER, "frame_ap": 0.885, "log_loss": 0.34}
-    assert promotion.decide(within, TEACHER, margin=0.02, loss_margin=0.05)[0]
+    assert promotion.decide(within, TEACHER, margin=0.02, loss_margin=0.25)[0]
     worse_ap = {**TEACHER, "frame_ap": 0.85}
-    ok, reason, _ = promotion.decide(worse_ap, TEACHER, margin=0.02, loss_margin=0.05)
+    ok, reason, _ = promotion.decide(worse_ap, TEACHER, margin=0.02, loss_margin=0.25)
     assert not ok and "frame_ap 0.850 vs 0.900" in reason and "WORSE" in reason
     worse_loss = {**TEACHER, "log_loss": 0.40}
-    assert not promotion.decide(worse_loss, TEACHER, margin=0.02, loss_margin=0.05)[0]
+    assert not promotion.decide(worse_loss, TEACHER, margin=0.02, loss_margin=0.25)[0]
     # reel precision on 10 reviewed clips: one clip's worth (0.1) is noise, two is not
-    assert promotion.decide({**TEACHER, "reel_precision": 0.70}, TEACHER, margin=0.02, loss_margin=0.05)[0]
-    assert not promotion.decide({**TEACHER, "reel_precision": 0.60}, TEACHER, margin=0.02, loss_margin=0.05)[0]
+    assert promotion.decide({**TEACHER, "reel_precision": 0.70}, TEACHER, margin=0.02, loss_margin=0.25)[0]
+    assert not promotion.decide({**TEACHER, "reel_precision": 0.60}, TEACHER, margin=0.02, loss_margin=0.25)[0]
 
 
 def test_missing_numbers_are_not_compared() -> None:

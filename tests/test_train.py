@@ -41,7 +41,7 @@ batch_size = 8
 frames_per_clip = 4
 patience = 2
 promote_margin = {margin}
-lr = {lr}
+promote_loss_margin = {margin}
 pseudo_labels = true
 pseudo_max = 40
 """
@@ -75,7 +75,7 @@ class Deployment:
             labels.add_label(self.conn, vod.path, start, end, label, "import")
 
     def write(self, **kw: Any) -> None:
-        self.cfg_path.write_text(TINY.format(**{"lr": 1e-3, **kw}))
+        self.cfg_path.write_text(TINY.format(**kw))
 
     def reload(self, **kw: Any) -> None:
         self.write(**kw)
@@ -109,7 +109,7 @@ def test_metrics_numbers() -> None:
 
 def _random_split(n: int, size: int = 32) -> Any:
     from autoclip.dataset import Clip
-    from autoclip.train import SplitData
+    from autoclip.fitting import SplitData
 
     rng = np.random.default_rng(0)
     clips = [Clip("v.mp4", "fp", i, i + 1, i % 2, i) for i in range(4)]
@@ -120,21 +120,21 @@ def _random_split(n: int, size: int = 32) -> Any:
 
 
 def test_frozen_backbone_then_unfrozen(make_cfg) -> None:
+    from autoclip.fitting import fit, train_one_epoch
     from autoclip.model import ModelDims, build_model
-    from autoclip.train import fit, train_one_epoch
 
     torch.manual_seed(0)
-    net = build_model(ModelDims(kind="fused", size=32, n_mels=16, mel_frames=21), "none")
+    net = build_model(ModelDims(kind="fused", size=32, n_mels=16, mel_frames=21, context=2, motion=True), "none")
     data = _random_split(16)
+    cfg = make_cfg({"train": {"epochs": 2, "freeze_epochs": 1, "batch_size": 8, "patience": 5}})
     before = {k: v.clone() for k, v in net.state_dict().items()}
     net.set_backbone_trainable(False)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
-    train_one_epoch(net, data, opt, batch_size=8, pos_weight=1.0, seed=0, frozen_backbone=True)
+    train_one_epoch(net, data, opt, batch_size=8, pos_weight=1.0, seed=0, cfg=cfg, frozen_backbone=True)
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("frames."))  # weights and BN stats
     assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
 
-    cfg = make_cfg({"train": {"epochs": 2, "freeze_epochs": 1, "batch_size": 8, "patience": 5}})
     result = fit(net, data, _random_split(8), cfg, pretrained=True, progress=False)
     assert [h["frozen"] for h in result.history] == [True, False]
     assert not torch.equal(before["frames.conv1.weight"], net.state_dict()["frames.conv1.weight"])
@@ -166,15 +166,15 @@ def test_first_training_saves_promotes_and_records(dep: Deployment) -> None:
     assert len(reg.ids()) == 1 and dep.runs()[-1]["status"] == "skipped"
 
 
-def test_a_tie_promotes_the_student_compared_on_clips_the_teacher_never_trained_on(dep: Deployment) -> None:
+def test_a_student_not_worse_is_promoted_compared_on_clips_the_teacher_never_trained_on(dep: Deployment) -> None:
     from autoclip import compare, splits
 
     first = train(dep.cfg, dep.conn, progress=False)
     reg = dep.registry
     record = json.loads((reg.root / first["model"] / "clips.json").read_text())
     assert record["train"] and sum(len(record[k]) for k in ("train", "val", "test")) == len(dep.clips)
-    # a warm-started student that barely moves (tiny learning rate) ties the teacher: it is promoted
-    dep.reload(epochs=1, margin=0.0, cache=dep.cfg.path("cache"), lr=1e-12)
+    # a warm-started student within the (here very wide) margin of the teacher is promoted
+    dep.reload(epochs=1, margin=1.0, cache=dep.cfg.path("cache"))
     labels.add_label(dep.conn, dep.vod.path, 1.0, 2.0, "normal", "cli")  # a changed label set
     second = train(dep.cfg, dep.conn, trigger="labels", progress=False)
     assert not second["skipped"] and second["promoted"], second["reason"]
@@ -182,7 +182,7 @@ def test_a_tie_promotes_the_student_compared_on_clips_the_teacher_never_trained_
     saved = reg.metrics(second["model"])
     assert saved["start"] == f"warm:{first['model']}"
     cmp = saved["comparison"]
-    assert cmp["student"]["frame_ap"] == pytest.approx(cmp["teacher"]["frame_ap"], abs=1e-6)
+    assert cmp["teacher"]["frame_ap"] is not None and [c["metric"] for c in cmp["checks"]][0] == "frame_ap"
     # the comparison holds exactly the validation clips the teacher did not train on
     from autoclip.dataset import load_clips
 

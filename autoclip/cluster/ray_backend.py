@@ -26,12 +26,12 @@ from autoclip.config import Config
 from autoclip.errors import AutoclipError, ClusterError, MediaError
 
 if TYPE_CHECKING:
+    from autoclip.fitting import FitResult, SplitData
     from autoclip.media import ProbeInfo
     from autoclip.registry import LoadedModel
     from autoclip.render import ClipSettings
     from autoclip.scoring import Scores
     from autoclip.selection import Segment
-    from autoclip.train import FitResult, SplitData
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def _fit(dims: dict[str, Any], state: dict[str, Any], rng: Any, train: SplitData
     import numpy as np
     import torch
 
+    from autoclip.fitting import fit
     from autoclip.model import ModelDims, build_model, set_threads
-    from autoclip.train import fit
 
     set_threads(cfg.model.threads)
     net = build_model(ModelDims.from_dict(dims), "none")

@@ -1,0 +1,332 @@
+"""The training loop: samples of a split, epochs over segments, evaluation, early stopping.
+
+``SplitData`` holds a split's decoded samples in time order, grouped in *segments* (runs of
+consecutive frames of one clip): the temporal layer sees a frame's neighbours only inside its
+segment, and a training batch is made of whole segments. ``fit`` trains with augmentation
+(drawn once per segment, so frame differences show the video's motion, not the augmentation's),
+modality dropout and the branches' auxiliary losses, and keeps the epoch with the best
+validation frame AP (ties: the lower log loss). ``evaluate`` gives the validation numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from autoclip import augment, metrics
+from autoclip.config import Config
+from autoclip.model import HighlightNet, frames_to_tensor, logits, mels_to_tensor
+from autoclip.progress import Progress
+
+if TYPE_CHECKING:
+    from autoclip.dataset import Clip
+
+log = logging.getLogger(__name__)
+
+#: most frames of one validation or test clip (runs spread over the clip when it is longer)
+EVAL_FRAMES = 240
+#: a gap longer than this many frame steps starts a new segment
+GAP_STEPS = 1.5
+
+
+@dataclass
+class SplitData:
+    """Samples of one split in time order: frames, mels, target, weight, clip and segment."""
+
+    clips: list[Clip]
+    frames: np.ndarray
+    mels: np.ndarray
+    clip_index: np.ndarray  # (N,) index into clips; -1 for pseudo-labelled samples
+    targets: np.ndarray  # (N,) float32 in [0,1]
+    weights: np.ndarray  # (N,) float32 loss weights
+    seg: np.ndarray | None = None  # (N,) segment id, runs of consecutive frames; None: one per sample
+    pseudo_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.seg is None:
+            self.seg = np.arange(len(self.targets))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def clip_labels(self) -> np.ndarray:
+        return np.array([c.label for c in self.clips], dtype=int)
+
+    def subset(self, keep: list[Clip]) -> SplitData:
+        """The samples of the clips in ``keep`` (human-labelled only)."""
+        wanted = {id(c) for c in keep}
+        old = [i for i, c in enumerate(self.clips) if id(c) in wanted]
+        remap = np.full(len(self.clips), -1)
+        remap[old] = np.arange(len(old))
+        rows = np.flatnonzero((self.clip_index >= 0) & np.isin(self.clip_index, old))
+        assert self.seg is not None
+        return SplitData([self.clips[i] for i in old], self.frames[rows], self.mels[rows],
+                         remap[self.clip_index[rows]], self.targets[rows], self.weights[rows], self.seg[rows])
+
+    def extend(self, frames: np.ndarray, mels: np.ndarray, targets: np.ndarray, weight: float,
+               seg: np.ndarray | None = None) -> None:
+        """Append pseudo-labelled samples (``seg``: their own segment ids; None: one each)."""
+        if len(targets) == 0:
+            return
+        assert self.seg is not None
+        base = int(self.seg.max()) + 1 if len(self.seg) else 0
+        extra = np.arange(len(targets)) if seg is None else np.unique(seg, return_inverse=True)[1]
+        self.frames = np.concatenate([self.frames, frames])
+        self.mels = np.concatenate([self.mels, mels])
+        self.clip_index = np.concatenate([self.clip_index, np.full(len(targets), -1)])
+        self.targets = np.concatenate([self.targets, targets.astype(np.float32)])
+        self.weights = np.concatenate([self.weights, np.full(len(targets), weight, np.float32)])
+        self.seg = np.concatenate([self.seg, base + extra])
+
+
+def segments_from_times(groups: np.ndarray, times: np.ndarray, fps: float) -> np.ndarray:
+    """Segment ids: a new segment where the group changes or the time step exceeds ``GAP_STEPS``."""
+    if len(times) == 0:
+        return np.zeros(0, dtype=int)
+    new = np.r_[True, (groups[1:] != groups[:-1]) | (np.diff(times) > GAP_STEPS / fps)]
+    return np.cumsum(new) - 1
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_key: tuple[float, float, float] = (-1.0, -1e18, -1.0)
+    seconds: float = 0.0
+    start: str = "random"
+
+
+def load_split(clips: list[Clip], cfg: Config, cache: Any, *, whole: bool = False) -> SplitData:
+    """Decode (or fetch cached) samples of ``clips``; each frame takes its clip's label.
+
+    ``whole``: every frame of each labelled range (validation and test measure on all of them,
+    up to ``EVAL_FRAMES`` per clip), else at most ``train.frames_per_clip``.
+    """
+    from autoclip.dataset import clip_samples
+    from autoclip.features import mel_frames
+
+    frames, mels, index, times = [], [], [], []
+    for i, clip in enumerate(clips):
+        t, f, m = clip_samples(clip, cfg, cache, cap=EVAL_FRAMES if whole else None)
+        frames.append(f)
+        mels.append(m)
+        times.append(t)
+        index.append(np.full(len(f), i))
+    s, shape = cfg.frames.size, (cfg.audio.n_mels, mel_frames(cfg.audio))
+    idx = np.concatenate(index) if index else np.zeros(0, dtype=int)
+    t_all = np.concatenate(times) if times else np.zeros(0)
+    return SplitData(
+        clips=list(clips),
+        frames=np.concatenate(frames) if frames else np.zeros((0, s, s, 3), np.uint8),
+        mels=np.concatenate(mels) if mels else np.zeros((0, *shape), np.float32),
+        clip_index=idx,
+        targets=np.array([clips[i].label for i in idx], dtype=np.float32),
+        weights=np.ones(len(idx), dtype=np.float32),
+        seg=segments_from_times(idx, t_all, cfg.frames.fps),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def segment_batches(seg: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Sample indices grouped in batches of whole segments (random order, about ``batch_size``)."""
+    n = len(seg)
+    if n == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+    ends = np.r_[starts[1:], n]
+    batches, cur, size = [], [], 0
+    for j in rng.permutation(len(starts)):
+        cur.append(np.arange(starts[j], ends[j]))
+        size += ends[j] - starts[j]
+        if size >= batch_size:
+            batches.append(np.concatenate(cur))
+            cur, size = [], 0
+    if cur:
+        batches.append(np.concatenate(cur))
+    return batches
+
+
+def _batch_tensors(net: HighlightNet, data: SplitData, idx: np.ndarray, gen: torch.Generator | None,
+                   groups: torch.Tensor):
+    dims = net.dims
+    f = m = None
+    if dims.uses_frames:
+        f = frames_to_tensor(data.frames[idx], dims.size)
+        if gen is not None:
+            f = augment.frames(f, gen, groups=groups)
+    if dims.uses_audio:
+        m = mels_to_tensor(data.mels[idx])
+        if gen is not None:
+            m = augment.mels(m, gen)
+    return f, m
+
+
+def _modality_drop(groups: torch.Tensor, p: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per segment: hide the audio (chance p) or the frames (chance p) from the fused head, never both."""
+    u = torch.rand(int(groups.max()) + 1, generator=gen)[groups]
+    return (u >= p) & (u < 2 * p), u < p
+
+
+def _loss(net: HighlightNet, f: Any, m: Any, groups: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+          pw: torch.Tensor, cfg: Config, gen: torch.Generator) -> torch.Tensor:
+    def bce(z: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(z, target, weight=weight, pos_weight=pw)
+
+    if net.dims.context == 0:
+        return bce(net(f, m))
+    fused = net.dims.kind == "fused"
+    drop_v, drop_a = _modality_drop(groups, cfg.train.modality_dropout, gen) if fused else (None, None)
+    out = net.temporal(net.base(f, m), groups, drop_v, drop_a)
+    loss = bce(out["fused"])
+    if fused and cfg.train.aux_weight > 0:
+        loss = loss + cfg.train.aux_weight * (bce(out["v"]) + bce(out["a"]))
+    return loss
+
+
+def train_one_epoch(
+    net: HighlightNet, data: SplitData, optimizer: torch.optim.Optimizer, *, batch_size: int,
+    pos_weight: float, seed: int, cfg: Config, frozen_backbone: bool = False, on_batch: Any = None,
+) -> tuple[float, float]:
+    """One pass over ``data`` in whole segments, in a seeded random order, augmented.
+    Returns (mean loss, images/s)."""
+    net.train()
+    if frozen_backbone and net.dims.uses_frames:
+        net.frames.eval()  # frozen batch-norm statistics stay as pretrained
+    gen = torch.Generator().manual_seed(seed)
+    assert data.seg is not None
+    pw = torch.tensor(pos_weight)
+    total, seen, t0 = 0.0, 0, time.monotonic()
+    for idx in segment_batches(data.seg, batch_size, np.random.default_rng(seed)):
+        if len(idx) < 2:  # batch-norm needs two samples
+            continue
+        groups = torch.from_numpy(np.unique(data.seg[idx], return_inverse=True)[1].astype(np.int64))
+        f, m = _batch_tensors(net, data, idx, gen, groups)
+        loss = _loss(net, f, m, groups, torch.from_numpy(data.targets[idx]), torch.from_numpy(data.weights[idx]),
+                     pw, cfg, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        total += value * len(idx)
+        seen += len(idx)
+        if on_batch is not None:
+            on_batch(len(idx), value)
+    elapsed = max(time.monotonic() - t0, 1e-9)
+    return total / max(seen, 1), seen / elapsed
+
+
+def evaluate(net: HighlightNet, data: SplitData, threshold: float, *,
+             reel_threshold: float | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics of ``net`` on a split's human-labelled clips: (metrics, frame probs, clip probs).
+
+    Frame level (every frame of every range): ``frame_ap``, ``log_loss`` and, with
+    ``reel_threshold`` (the selection threshold), ``frame_precision`` at it; ``reel_precision``
+    over the reviewed in-reel clips the model would still select (``reel_n`` of them).
+    """
+    human = data.clip_index >= 0
+    assert data.seg is not None
+    z = logits(net, data.frames[human] if net.dims.uses_frames else None,
+               data.mels[human] if net.dims.uses_audio else None, seg=data.seg[human])
+    frame_prob = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    clip_prob = metrics.clip_scores(frame_prob, data.clip_index[human], len(data.clips))
+    frame_labels = data.targets[human] >= 0.5
+    out = metrics.split_metrics(data.clip_labels, clip_prob, frame_labels, frame_prob, threshold)
+    out["log_loss"] = metrics.log_loss(frame_labels, frame_prob)
+    if reel_threshold is not None:
+        out.update(metrics.frame_precision(frame_labels, frame_prob, reel_threshold))
+        in_reel = np.array([c.in_reel for c in data.clips], dtype=bool)
+        out.update(metrics.reel_precision(data.clip_labels[in_reel], clip_prob[in_reel], reel_threshold))
+    return out, frame_prob, clip_prob
+
+
+def _optimizer(net: HighlightNet, cfg: Config, pretrained: bool) -> torch.optim.Optimizer:
+    t = cfg.train
+    backbone_lr = t.lr * t.backbone_lr_factor if pretrained else t.lr
+    groups = [{"params": net.head_parameters(), "lr": t.lr}]
+    if net.backbone_parameters():
+        groups.append({"params": net.backbone_parameters(), "lr": backbone_lr})
+    return torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+
+
+def fit(net: HighlightNet, train: SplitData, val: SplitData, cfg: Config, *, pretrained: bool = False,
+        progress: bool = True) -> FitResult:
+    """Train with early stopping on validation frame AP; ``net`` ends with its best weights."""
+    t = cfg.train
+    n_pos = float(np.sum(train.targets * train.weights))
+    n_neg = float(np.sum((1 - train.targets) * train.weights))
+    pos_weight = n_neg / n_pos if n_pos > 0 else 1.0
+    optimizer = _optimizer(net, cfg, pretrained)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.lr * 0.05)
+    freeze = t.freeze_epochs if (pretrained and net.dims.uses_frames) else 0
+    result, best_state, stale = FitResult(), None, 0
+    t0 = time.monotonic()
+    with _EpochProgress(t.epochs, len(train), progress) as bar:
+        for epoch in range(1, t.epochs + 1):
+            frozen = epoch <= freeze
+            net.set_backbone_trainable(not frozen)
+            loss, speed = train_one_epoch(
+                net, train, optimizer, batch_size=t.batch_size, pos_weight=pos_weight, cfg=cfg,
+                seed=t.seed * 1000 + epoch, frozen_backbone=frozen, on_batch=bar.batch,
+            )
+            sched.step()
+            m = evaluate(net, val, t.threshold)[0] if len(val) else {"ap": None, "frame_ap": None, "log_loss": None}
+            result.history.append({"epoch": epoch, "loss": loss, "val_ap": m["ap"], "val_frame_ap": m["frame_ap"],
+                                   "val_log_loss": m.get("log_loss"), "images_per_s": speed, "frozen": frozen})
+            bar.epoch_done(epoch, loss, m["frame_ap"], speed)
+            # frame AP first (clip AP saturates on small sets); on a tie the better-calibrated epoch
+            key = (_num(m["frame_ap"]), -_num(m.get("log_loss"), default=1e9), _num(m["ap"]))
+            if key > result.best_key or best_state is None or not len(val):  # no val: keep the last
+                result.best_key, result.best_epoch, stale = key, epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                stale += 1
+                if stale >= t.patience and epoch > freeze and epoch < t.epochs:
+                    log.info("early stop after epoch %d: no better validation frame AP for %d epochs", epoch, stale)
+                    break
+    net.set_backbone_trainable(True)
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _num(x: float | None, default: float = -1.0) -> float:
+    return default if x is None else float(x)
+
+
+class _EpochProgress:
+    """Training's progress: a bar (epoch, loss, val AP, images/s) or one log line per epoch."""
+
+    def __init__(self, epochs: int, per_epoch: int, enabled: bool) -> None:
+        self.epochs = epochs
+        self.bar = Progress("[bold]training[/] epoch {task.fields[epoch]}/" + str(epochs), total=epochs * per_epoch,
+                            columns=("bar", "count", "loss {task.fields[loss]}", "val frame AP {task.fields[ap]}",
+                                     "{task.fields[speed]} img/s", "elapsed"),
+                            enabled=enabled, logger=log, name="train", transient=False,
+                            epoch=1, loss="-", ap="-", speed="-")
+
+    def __enter__(self) -> _EpochProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def batch(self, n: int, loss: float) -> None:
+        self.bar.update(advance=n, loss=f"{loss:.3f}")
+
+    def epoch_done(self, epoch: int, loss: float, ap: float | None, speed: float) -> None:
+        shown = "-" if ap is None else f"{ap:.3f}"
+        self.bar.update(epoch=min(epoch + 1, self.epochs), loss=f"{loss:.3f}", ap=shown, speed=f"{speed:.0f}")
+        self.bar.note("epoch %d/%d: loss %.4f, val frame AP %s, %.0f images/s", epoch, self.epochs, loss, shown, speed)
