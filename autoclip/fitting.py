@@ -261,9 +261,10 @@ def _optimizer(net: HighlightNet, cfg: Config, pretrained: bool) -> torch.optim.
 
 
 def fit(net: HighlightNet, train: SplitData, val: SplitData, cfg: Config, *, pretrained: bool = False,
-        progress: bool = True) -> FitResult:
-    """Train with early stopping on validation frame AP; ``net`` ends with its best weights."""
-    t = cfg.train
+        progress: bool = True, epochs: int | None = None) -> FitResult:
+    """Train with early stopping on validation frame AP; ``net`` ends with its best weights.
+    ``epochs`` overrides ``train.epochs`` (a warm start needs fewer)."""
+    t = cfg.train.model_copy(update={"epochs": epochs}) if epochs else cfg.train
     n_pos = float(np.sum(train.targets * train.weights))
     n_neg = float(np.sum((1 - train.targets) * train.weights))
     pos_weight = n_neg / n_pos if n_pos > 0 else 1.0
