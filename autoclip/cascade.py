@@ -149,6 +149,20 @@ def _window_batches(path: str | os.PathLike[str], cfg: Config, info: ProbeInfo, 
                                           loudness=fb.loudness[keep])
 
 
+def _padded(windows: Windows, pad: float, duration: float) -> Windows:
+    """``windows`` widened by ``pad`` seconds on each side (merged where they meet)."""
+    if pad <= 0:
+        return windows
+    spans: list[list[float]] = []
+    for a, b in windows.spans:
+        a, b = max(0.0, a - pad), min(duration + pad, b + pad)
+        if spans and a <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    return Windows([(a, b) for a, b in spans])
+
+
 @dataclass
 class Result:
     times: np.ndarray
@@ -163,7 +177,7 @@ def score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel
                   prefetch_depth: int = 2) -> Result:
     """Both stages over [start, end) (``end`` None: to the end of the VOD)."""
     from autoclip.scoring import prefetch
-    from autoclip.temporal import StreamScorer
+    from autoclip.temporal import StreamScorer, halo
 
     ctx = context(cfg)
     lo, hi = max(0.0, start - ctx), None if end is None else end + ctx
@@ -174,9 +188,10 @@ def score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel
     outside = ~windows.contains(times)
     t1 = time.monotonic()
     got_t, got_s, model_s = [], [], 0.0
-    # one stream per window: a temporal model's neighbours never reach across a gap
+    # one stream per window, read with a temporal model's neighbours on each side (then dropped)
+    reads = _padded(windows, (halo(loaded.net) if loaded.net.dims.context else 0) / cfg.frames.fps, info.duration)
     stream, last = StreamScorer(loaded.net, batch=cfg.frames.batch), -math.inf
-    for fb in prefetch(_window_batches(path, cfg, info, windows, cfg.frames.batch), prefetch_depth):
+    for fb in prefetch(_window_batches(path, cfg, info, reads, cfg.frames.batch), prefetch_depth):
         t = time.monotonic()
         if fb.times[0] - last > 1.5 / cfg.frames.fps:
             got_s.append(stream.flush())
@@ -188,6 +203,10 @@ def score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel
         if on_batch is not None:
             on_batch(float(fb.times[-1]))
     got_s.append(stream.flush())
+    if reads is not windows and got_t:
+        dec_t, dec_s = np.concatenate(got_t), np.concatenate(got_s)
+        own = windows.contains(dec_t)
+        got_t, got_s = [dec_t[own]], [dec_s[own]]
     stage2_s = time.monotonic() - t1
     all_t = np.concatenate([times[outside], *got_t])
     all_s = np.concatenate([outside_scores(g[outside], threshold, cfg), *got_s]).astype(np.float32)
