@@ -45,7 +45,7 @@ STAGE1_BATCH = 256
 #: candidate windows closer than this many seconds are decoded as one
 MERGE_GAP = 3.0
 #: seconds added around candidates beyond the selection's smoothing half-width
-EXTRA_MARGIN = 1.0
+EXTRA_MARGIN = 0.5
 #: scores outside the windows stay below this fraction of selection.low_threshold
 OUTSIDE_CAP = 0.5
 

@@ -339,7 +339,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_pretrained_path(net: HighlightNet, path: Path) -> None:
-    state = read_state_dict(path)
+    # a registry model's audio gate (gate.*) belongs to that model's scoring, not to a new one
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("gate.")}
     own = net.state_dict()
     if set(state) == set(own):
         try:
