@@ -207,6 +207,15 @@ def test_three_vods_through_the_daemon_match_a_local_run(ray_daemon, vods, local
         review = _review_items(conn)
     finally:
         conn.close()
+    res = subprocess.run([sys.executable, "-m", "autoclip", "--config", str(d.cfg), "status", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    cl = json.loads(res.stdout)["cluster"]
+    assert cl["backend"] == "ray" and cl["cpus_total"] == 2 and 0 <= cl["cpus_free"] <= 2
+    assert sum(n["alive"] for n in cl["nodes"]) == 2 and all(n["cpus"] == 1 for n in cl["nodes"] if n["alive"])
+    text = subprocess.run([sys.executable, "-m", "autoclip", "--config", str(d.cfg), "status"],
+                          capture_output=True, text=True, timeout=120).stdout
+    assert "cluster   ray at" in text and "2 nodes" in text and "CPUs free" in text, text
     for vod in vods[:3]:
         got, ref = review.get(vod.name, []), local_runs[vod.name]["review"]
         assert ref and [g[:3] for g in got] == [r[:3] for r in ref]
