@@ -78,8 +78,8 @@ def test_generator_draws_weaker_coloured_events(tmp_path):
         synth.make_vod(tmp_path / "bad.mp4", 7.0, events, event_size=[1.0])
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(3600)  # about 25 min on 2 cores
+@pytest.mark.nightly  # about 25 min on 2 cores: scripts/nightly.sh, not CI
+@pytest.mark.timeout(3600)
 def test_queue_answers_raise_heldout_ap_and_beat_random(tmp_path):
     exp = _experiment()
     proto = exp.Protocol()

@@ -257,7 +257,8 @@ def test_retry_moves_a_failed_file_back_and_the_daemon_takes_it_again(intake_dae
     # still a symlink, so refused again: same job, back in failed/ with its reason, said in the log
     assert wait_for(lambda: (failed / "link.mp4.reason.json").exists(), 15), d.text()
     assert d.by_name()["link.mp4"]["id"] == link_job["id"] and not os.path.lexists(d.inbox / "link.mp4")
-    assert d.text().count("failed (symlink): link.mp4") == 2
+    # the reason file is written just before the log line: wait for the line too
+    assert wait_for(lambda: d.text().count("failed (symlink): link.mp4") == 2, 10), d.text()
     res = cli_run(d, "retry", "never-seen.mp4")
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [
         "autoclip: error: no failed file named 'never-seen.mp4' (`autoclip status` lists the failed files)"]
