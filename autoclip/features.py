@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 #: dB offset/scale that map log-mels to roughly zero mean, unit spread (quiet room ~ -1, shouting ~ +1)
 _DB_OFFSET, _DB_SCALE = -20.0, 20.0
 _SILENT_DB = -100.0
-#: Slaney mel scale: log step per mel above 1 kHz
-_LOGSTEP = float(np.log(6.4) / 27.0)
 
 
 def _n_fft(audio: AudioConfig) -> int:
@@ -42,32 +40,17 @@ def mel_frames(audio: AudioConfig) -> int:
     return 1 + (win - _n_fft(audio)) // _hop(audio)
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
-    lin = hz * 3.0 / 200.0
-    return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / _LOGSTEP, lin)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    return np.where(mel >= 15.0, 1000.0 * np.exp(_LOGSTEP * (mel - 15.0)), mel * 200.0 / 3.0)
-
-
 @lru_cache(maxsize=8)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
-    """The (n_mels, 1 + n_fft // 2) Slaney-normalised mel filterbank, equal to
-    ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmax=fmax)`` (tested) without
-    importing scipy.signal, which costs seconds at the start of every job."""
-    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(fmax), n_mels + 2))
-    fdiff = np.diff(mel_hz)
-    ramps = mel_hz[:, None] - fft_hz[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
-    return weights.astype(np.float32)
+    """The (n_mels, 1 + n_fft // 2) Slaney-normalised mel filterbank from librosa.
+
+    librosa is imported here, on the first spectrogram, not with this module: its filters module
+    loads scipy (about a second of CPU), which only the processes that compute mels (job and
+    training children) pay, never ``autoclip --help``, the daemon or the review UI.
+    """
+    import librosa
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=fmax, dtype=np.float32)
 
 
 @lru_cache(maxsize=8)

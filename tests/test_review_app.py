@@ -143,15 +143,33 @@ async def _restart_in_the_middle_loses_nothing(cfg, queued):
     assert len(labels.list_labels(conn)) == 3
 
 
-def test_empty_queue_and_missing_scores(cfg):
-    asyncio.run(_empty_queue_and_missing_scores(cfg))
+def test_empty_queue_and_missing_scores(cfg, vod):
+    asyncio.run(_empty_queue_and_missing_scores(cfg, vod))
 
 
-async def _empty_queue_and_missing_scores(cfg):
+async def _empty_queue_and_missing_scores(cfg, vod):
     app = ReviewApp(cfg, frames=False)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("h", "u")
         assert "Nothing to review" in _text(app, "info")
         assert "nothing to undo" in _text(app, "message")
     assert preview.load_track(cfg.path("jobs"), "gone") is None
-    assert "(no scores" in str(preview.curves(None, 5.0, 9.0, 40)["score"] or "(no scores")
+    lines = preview.curves(None, 5.0, 9.0, 40)
+    assert lines["score"] is None and lines["loudness"] is None and lines["peak_db"] is None
+    assert lines["t0"] <= 5.0 and lines["t1"] >= 9.0  # the view still frames the item
+    # an item whose job folder holds no scores says so instead of drawing a curve
+    times = np.arange(0, 40, 0.25)
+    conn = store.connect(cfg.path("database"))
+    try:
+        queue.enqueue_after_process(conn, cfg, vod=str(vod.path), fingerprint=fsutil.fingerprint(vod.path),
+                                    job="gone", model="m1", times=times, scores=np.full_like(times, 0.5),
+                                    segments=[{"start": 6.0, "end": 14.0, "score": 0.9}])
+    finally:
+        conn.close()
+    app = ReviewApp(cfg, frames=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.current is not None
+        assert "(no scores for this job)" in _text(app, "curve")
