@@ -23,7 +23,9 @@ fi
 [ -n "$PY" ] || { echo "setup: Python 3.11 not found; install python3.11 and python3.11-venv" >&2; exit 1; }
 
 stamp=.venv/.autoclip-installed
-want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
+# pyproject.toml is the one dependency list (exact torch pins, the dev and ray extras)
+extras=${AUTOCLIP_EXTRAS:-dev,ray}
+want=$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -c1-16)
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     say "virtual environment up to date (.venv)"
     exit 0
@@ -33,9 +35,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 say "installing pinned packages (torch ${TORCH_VERSION:-2.14.1} and friends; the first time takes a few minutes)"
-.venv/bin/python -m pip install -qq --disable-pip-version-check -r requirements-dev.txt
-.venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -e .
-say "installing the Ray extra (autoclip[ray], for the cluster backend and its tests)"
-.venv/bin/python -m pip install -qq --disable-pip-version-check -e '.[ray]'
+say "and the extras: $extras (dev: tests and linting; ray: the cluster backend and its tests)"
+.venv/bin/python -m pip install -qq --disable-pip-version-check -e ".[$extras]"
 echo "$want" > "$stamp"
 say "ready: .venv/bin/autoclip --help"
