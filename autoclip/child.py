@@ -16,9 +16,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoclip.fsutil import TMP_PREFIX
+from autoclip.errors import AutoclipError
+from autoclip.fsutil import TMP_PREFIX, atomic_write_json
 
 log = logging.getLogger(__name__)
+
+#: environment variable naming the file where an autoclip child writes its outcome (``report_outcome``)
+RESULT_ENV = "AUTOCLIP_RESULT_FILE"
+#: outcome codes of a command that did not end with an AutoclipError
+OK, INTERRUPTED, INTERNAL = "ok", "interrupted", "internal"
+
+
+def report_outcome(ok: bool, code: str, reason: str) -> None:
+    """Write ``{"ok", "code", "reason"}`` to the file named by ``$AUTOCLIP_RESULT_FILE`` (set by the
+    daemon for its children; nothing to do otherwise). ``code`` is the error's reason code
+    (``errors.AutoclipError.code``: ``disk_full``, ``media``, ...), ``reason`` its one line."""
+    path = os.environ.get(RESULT_ENV)
+    if not path:
+        return
+    try:
+        atomic_write_json(path, {"ok": ok, "code": code, "reason": reason})
+    except (OSError, AutoclipError) as err:  # the daemon then judges by the exit status alone
+        log.warning("could not write the outcome file %s: %s", path, err)
+
+
+def _read_outcome(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+        return None
+    return {"ok": data["ok"], "code": str(data.get("code") or ""), "reason": str(data.get("reason") or "")}
 
 
 def autoclip_cmd(config_file: Path | None, *args: str) -> list[str]:
@@ -79,11 +108,19 @@ class ChildResult:
     timed_out: bool = False
     stopped: bool = False
 
+    #: what the child said about how it ended (``report_outcome``), None if it died first
+    outcome: dict[str, Any] | None = None
+
     @property
-    def last_error(self) -> str:
-        for line in reversed(self.tail):
-            if line.startswith("autoclip: error:"):
-                return line.removeprefix("autoclip: error:").strip()
+    def code(self) -> str | None:
+        """The child's own reason code, or None when it wrote no outcome (killed, crashed hard)."""
+        return self.outcome["code"] if self.outcome else None
+
+    @property
+    def reason(self) -> str:
+        """The child's own one-line reason; without an outcome, the last line it wrote to stderr."""
+        if self.outcome and self.outcome["reason"]:
+            return self.outcome["reason"]
         return self.tail[-1].strip() if self.tail else ""
 
     def json(self) -> dict[str, Any] | None:
@@ -109,7 +146,9 @@ def run_child(
     """Run ``cmd`` in its own process group; kill the whole group on timeout or when ``stop`` is set.
 
     stderr goes line by line to ``log_path`` (and ``on_line``); stdout is collected for the JSON
-    result. ``poll()`` is called about twice a second while the child runs.
+    result; an autoclip child writes its outcome (``ok``, ``code``, ``reason``) to a file named in
+    its environment, read back into ``ChildResult.outcome``. ``poll()`` is called about twice a
+    second while the child runs.
     """
     import subprocess
     import tempfile
@@ -117,6 +156,11 @@ def run_child(
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: list[str] = []
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + "outcome-", suffix=".json", dir=log_path.parent)
+    os.close(fd)
+    outcome_path = Path(name)
+    outcome_path.unlink()  # the child creates it (atomically) when it ends
+    env = {**env, RESULT_ENV: str(outcome_path)}
     t0 = time.monotonic()
     with tempfile.TemporaryFile(dir=log_path.parent, prefix=TMP_PREFIX) as out, open(log_path, "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, env=env,
@@ -146,8 +190,10 @@ def run_child(
         reader.join(timeout=5)
         out.seek(0)
         stdout = out.read().decode("utf-8", "replace")
+    outcome = _read_outcome(outcome_path)
+    outcome_path.unlink(missing_ok=True)
     return ChildResult(rc=proc.returncode, stdout=stdout, tail=tail, seconds=time.monotonic() - t0,
-                       timed_out=timed_out, stopped=stopped)
+                       timed_out=timed_out, stopped=stopped, outcome=outcome)
 
 
 def _stop_group(proc: Any, grace: float) -> None:

@@ -9,13 +9,15 @@ inside handlers so ``autoclip --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
 
 from autoclip import __version__
+from autoclip.child import INTERNAL, INTERRUPTED, OK, report_outcome
 from autoclip.commands import crop, daemon, demo, labels, media, models, process, review, setup
-from autoclip.errors import AutoclipError
+from autoclip.errors import AutoclipError, DiskFullError
 from autoclip.log import setup_logging
 
 COMMAND_MODULES = (setup, media, labels, models, process, crop, review, daemon, demo)
@@ -60,21 +62,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ctx = Context(config_path=args.config, debug=args.debug)
     try:
-        rc = args.func(args, ctx)
+        try:
+            rc = int(args.func(args, ctx) or 0)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskFullError(f"disk full: {err}; free space, then try again") from err
     except AutoclipError as err:
         if args.debug:
             log.exception("failed")
             if err.detail:
                 print(err.detail, file=sys.stderr)
         print(f"autoclip: error: {err}", file=sys.stderr)
+        report_outcome(False, err.code, str(err))
         return err.exit_code
     except KeyboardInterrupt:
         print("autoclip: interrupted", file=sys.stderr)
+        report_outcome(False, INTERRUPTED, "interrupted")
         return 130
     except BrokenPipeError:
+        report_outcome(True, OK, "")
         return 0
-    return int(rc or 0)
-
+    except Exception as err:  # a bug: said in the outcome, then the traceback as usual
+        report_outcome(False, INTERNAL, f"internal error: {type(err).__name__}: {err}")
+        raise
+    report_outcome(rc == 0, OK if rc == 0 else f"exit_{rc}", "" if rc == 0 else f"exit status {rc}")
+    return rc
 
 if __name__ == "__main__":
     raise SystemExit(main())

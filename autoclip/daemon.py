@@ -28,7 +28,7 @@ from autoclip import sdnotify, store
 from autoclip.child import ChildResult, autoclip_cmd, child_env, run_child
 from autoclip.config import Config
 from autoclip.errors import AutoclipError, UsageError
-from autoclip.fsutil import clean_temp_files
+from autoclip.fsutil import apply_umask, clean_temp_files
 from autoclip.jobs import Job, JobStore
 from autoclip.watcher import Candidate, InboxFilter, InboxWatcher, file_key
 
@@ -128,7 +128,7 @@ class Worker:
             self.jobs.requeue(job, "the daemon is stopping", count=False)
             return False
         if data is None or res.timed_out:
-            why = "timed out" if res.timed_out else f"crashed ({_exit_text(res.rc)}): {res.last_error}"
+            why = "timed out" if res.timed_out else f"crashed ({_exit_text(res.rc)}): {res.reason}"
             self.jobs.fail(job, "check_failed", f"the completeness check {why}", retry=True, detail="\n".join(res.tail))
             return False
         if not data.get("ok"):
@@ -174,8 +174,9 @@ class Worker:
             self.jobs.fail(job, "timeout", f"processing took longer than its {self._timeout_text(job)} timeout", retry=True,
                            detail="\n".join(res.tail))
         else:
-            message = res.last_error or f"the process step crashed ({_exit_text(res.rc)})"
-            code = "disk_full" if "disk full" in message.lower() or "no space left" in message.lower() else "process_failed"
+            # the child's own outcome says why (errors.AutoclipError.code), never its stderr text
+            message = res.reason or f"the process step crashed ({_exit_text(res.rc)})"
+            code = "disk_full" if res.code == "disk_full" else "process_failed"
             if res.rc is not None and res.rc < 0:
                 code, message = "crashed", f"the process step was killed ({_exit_text(res.rc)}; out of memory?)"
             self.jobs.fail(job, code, message, retry=True, detail="\n".join(res.tail))
@@ -243,6 +244,7 @@ class Daemon:
 
     # -- init steps ----------------------------------------------------------------------
     def init_lock(self) -> None:
+        apply_umask(self.cfg.paths.umask)  # reels readable by the streamer's account (and children inherit it)
         self.cfg.ensure_dirs()
         path = self.cfg.path("jobs") / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

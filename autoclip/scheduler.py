@@ -244,7 +244,7 @@ def _outcome(res: Any) -> tuple[str, str, dict[str, Any]]:
     if res.timed_out:
         return "failed", "timed out ([retrain] timeout)", data
     if res.rc != 0 or not data:
-        why = res.last_error or f"exit status {res.rc}"
+        why = res.reason or f"exit status {res.rc}"
         if res.rc is not None and res.rc < 0:
             why = f"killed by signal {-res.rc} (out of memory?)"
         return "failed", why, data
