@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from autoclip.errors import ConfigError
 
@@ -30,6 +38,25 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+class Octal(int):
+    """An int written as an octal literal in config.toml (a file-mode mask)."""
+
+    def __repr__(self) -> str:
+        return f"0o{int(self):03o}"
+
+
+def _octal(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return int(value, 8)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an octal mask such as 0o022") from None
+    return value
+
+
+Umask = Annotated[int, BeforeValidator(_octal), Field(ge=0, le=0o777), AfterValidator(Octal)]
+
+
 class PathsConfig(Section):
     """Where a deployment keeps its files (relative to the config file's folder)."""
 
@@ -41,6 +68,7 @@ class PathsConfig(Section):
     database: Path = Field(Path("data/autoclip.db"), description="SQLite database: labels, review queue, jobs index, retrain history")
     cache: Path = Field(Path("data/cache"), description="decoded training features, keyed by VOD fingerprint and decode settings")
     jobs: Path = Field(Path("jobs"), description="one folder per job: state, scores, logs")
+    umask: Umask = Field(Octal(0o022), description="umask of the daemon and the CLI: published reels, clips, cut lists, timelines and plots get 0666 minus it (0o022: 0644, readable by everyone; 0o002 with a shared group: see systemd/README.md)")
 
 
 class CropProfile(Section):

@@ -23,6 +23,31 @@ TMP_PREFIX = ".autoclip-tmp-"
 _FP_CHUNK = 1 << 20
 
 
+def apply_umask(mask: int) -> None:
+    """Set the process umask (``[paths] umask``): the permissions of everything autoclip publishes."""
+    os.umask(mask)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``; elsewhere set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike[str]) -> None:
+    """Give a file (0666) or folder (0777) about to be published the umask's permissions: temporary
+    files and folders start private (0600/0700), which a reader in the owner's group could not open."""
+    full = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, full & ~current_umask())
+
+
 def fingerprint(path: str | os.PathLike[str]) -> str:
     """Content fingerprint: size + SHA-256 of the first and last MiB (fast on multi-GB VODs)."""
     h = hashlib.sha256()
@@ -67,7 +92,8 @@ def _raise_disk_full(err: OSError, target: Path) -> None:
 def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is fsynced and renamed to ``target``.
 
-    On any error the temporary file is removed and ``target`` is untouched. Use it for files
+    The file gets the umask's permissions (``publish_mode``). On any error the temporary file is
+    removed and ``target`` is untouched. Use it for files
     written by other programs (ffmpeg) as well as by us. ``suffix`` keeps an extension so tools
     that guess the format from the name (ffmpeg) still work.
     """
@@ -80,6 +106,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        publish_mode(tmp)
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except OSError as err:

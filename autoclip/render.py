@@ -33,7 +33,13 @@ from pathlib import Path
 from autoclip import graphs
 from autoclip.config import Config, RenderConfig
 from autoclip.errors import ConfigError, DiskFullError, MediaError
-from autoclip.fsutil import TMP_PREFIX, atomic_path, atomic_write_json, atomic_write_text
+from autoclip.fsutil import (
+    TMP_PREFIX,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    publish_mode,
+)
 from autoclip.selection import Segment
 from autoclip.timefmt import hms
 
@@ -349,6 +355,7 @@ def _publish_dir(files: list[Path], target: Path) -> list[Path]:
     staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=target.parent))
     for c in files:  # the reel is joined already: move, do not copy
         os.replace(c, staging / c.name)
+    publish_mode(staging)  # mkdtemp made it 0700
     if target.is_dir():
         old = target.with_name(f"{TMP_PREFIX}old-{target.name}")
         os.replace(target, old)

@@ -243,3 +243,34 @@ def test_non_utf8_file_name(vods, tmp_path):
     assert json.loads(res.segments_file.read_text())["vod"] == str(path)
     back = timeline.read(res.exports["otio"], 30.0)
     assert {timeline.vod_path(c.media_reference.target_url) for c in back.find_clips()} == {path}
+
+
+def test_published_files_get_the_umask_permissions(vods, tmp_path):
+    """A reel written by the service user can be opened by the streamer's account: under umask
+    022 every published file is 0644 and folders 0755 (temporary files start 0600)."""
+    import os
+    import stat
+
+    from autoclip.fsutil import current_umask
+
+    vod, _ = vods
+    cfg = deployment(tmp_path, clips=True)
+    before = os.umask(0o022)
+    try:
+        res = do_render(vod, [Segment(3.2, 6.0, 0.9, 4.0), Segment(12.0, 14.5, 0.8, 13.0)], cfg)
+        published = [res.reel, res.segments_file, res.chapters, *res.exports.values(), *res.clips]
+        assert len(published) >= 6
+        for path in published:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        assert stat.S_IMODE(res.clips[0].parent.stat().st_mode) == 0o755
+        os.umask(0o027)
+        tight = do_render(vod, [Segment(3.2, 6.0, 0.9, 4.0)], cfg, name="group-only")
+        assert stat.S_IMODE(tight.reel.stat().st_mode) == 0o640
+        # `[paths] umask` is what the CLI (and the daemon) apply when they load the config
+        (cfg.root / "config.toml").write_text("[paths]\numask = 0o007\n")
+        from autoclip.commands import Context
+
+        assert Context(config_path=str(cfg.root / "config.toml")).config.paths.umask == 0o007
+        assert current_umask() == 0o007
+    finally:
+        os.umask(before)

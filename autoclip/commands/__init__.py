@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autoclip.config import Config, load
+from autoclip.fsutil import apply_umask
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Context:
     def config(self) -> Config:
         if self._config is None:
             self._config = load(self.config_path)
+            apply_umask(self._config.paths.umask)  # what every command publishes gets these permissions
         return self._config
 
 
