@@ -11,8 +11,9 @@ import warnings
 def setup_logging(debug: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
+    for h in list(root.handlers):  # ours from an earlier call; others' (a test's capture) stay
+        if getattr(h, "_autoclip", False):
+            root.removeHandler(h)
     if sys.stderr.isatty():
         from rich.logging import RichHandler
 
@@ -23,6 +24,7 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
         # under systemd the journal adds its own timestamps
         fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("INVOCATION_ID") else "%(asctime)s %(levelname)s %(name)s: %(message)s"
         handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
+    handler._autoclip = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("watchdog", "apscheduler", "numba", "matplotlib", "PIL", "asyncio", "markdown_it"):

@@ -6,14 +6,53 @@ downloaded. Fixtures here stay generic; area-specific media lives in the area's 
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from autoclip import config, synth
+
+
+class _ErrorRecords(logging.Handler):
+    """Keeps every ERROR (or worse) record logged while a test runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def fail_on_unexpected_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that logs an ERROR it did not declare fails. Declare expected ones with
+    ``@pytest.mark.expect_errors(PATTERN, ...)`` (regular expressions searched in the message;
+    no pattern: any ERROR is expected)."""
+    handler = _ErrorRecords()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+    marker = request.node.get_closest_marker("expect_errors")
+    patterns = marker.args if marker else ()
+
+    def expected(record: logging.LogRecord) -> bool:
+        return marker is not None and (not patterns or any(re.search(p, record.getMessage()) for p in patterns))
+
+    unexpected = [r for r in handler.records if not expected(r)]
+    if unexpected:
+        lines = "\n".join(f"  {r.levelname} {r.name}: {r.getMessage()[:300]}" for r in unexpected[:10])
+        pytest.fail(f"logged {len(unexpected)} ERROR record(s) it did not expect "
+                    f"(mark the test @pytest.mark.expect_errors(PATTERN) if they are the point):\n{lines}",
+                    pytrace=False)
 
 
 def ffmpeg(*args: str) -> None:

@@ -79,6 +79,7 @@ def test_replacing_a_queued_file_updates_its_job(js: JobStore) -> None:
     assert js.counts()["queued"] == 1
 
 
+@pytest.mark.expect_errors(r"^failed \(")  # a job failed for good is logged as an ERROR
 def test_retries_back_off_then_fail_moves_the_file_with_a_reason(js: JobStore) -> None:
     job, _ = js.submit(drop(js, "bad.mp4", b"x" * 100))
     delays = []
@@ -109,6 +110,7 @@ def test_disk_full_does_not_use_up_attempts(js: JobStore) -> None:
     assert job.attempts == 0 and job.state == "queued" and job.disk_full_retries == 5
 
 
+@pytest.mark.expect_errors(r"^failed \(")  # a job failed for good is logged as an ERROR
 def test_a_failed_file_moved_back_is_tried_again(js: JobStore) -> None:
     job, _ = js.submit(drop(js, "v.mp4", b"v" * 100))
     js.begin(job)
@@ -144,6 +146,7 @@ def test_paths_done_empty_leaves_the_vod_and_a_touch_is_not_new_work(tmp_path: P
     assert outcome == "known" and again.id == job.id and js.counts()["done"] == 1
 
 
+@pytest.mark.expect_errors(r"^failed \(")  # a job failed for good is logged as an ERROR
 def test_fifo_folder_and_symlink_are_refused_without_opening(js: JobStore, tmp_path: Path) -> None:
     inbox, failed = js.cfg.path("inbox"), js.cfg.path("failed")
     secret = tmp_path / "secret.mp4"
@@ -162,6 +165,7 @@ def test_fifo_folder_and_symlink_are_refused_without_opening(js: JobStore, tmp_p
     assert secret.read_bytes() == b"outside" and (failed / "link.mp4").is_symlink()
 
 
+@pytest.mark.expect_errors(r"^failed \(")  # a job failed for good is logged as an ERROR
 def test_recover_requeues_unfinished_jobs_and_fails_after_max_attempts(js: JobStore) -> None:
     a, _ = js.submit(drop(js, "a.mp4", b"a" * 100))
     b, _ = js.submit(drop(js, "b.mp4", b"b" * 100))
@@ -231,6 +235,7 @@ def test_a_name_that_is_not_utf8_is_renamed_not_stored(js: JobStore) -> None:
     assert js.counts()["queued"] == 0
 
 
+@pytest.mark.expect_errors(r"^failed \(")  # a job failed for good is logged as an ERROR
 def test_retry_moves_a_failed_file_back_with_fresh_attempts(js: JobStore, capsys) -> None:
     from autoclip import cli
 
