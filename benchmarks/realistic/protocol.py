@@ -135,9 +135,15 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+#: the protocol's one departure from the defaults: at most 200 pseudo-labelled frames per training
+#: (default 2000), so that a retrain on this 2-core machine takes minutes, not half an hour;
+#: ``--set train.pseudo_max=2000`` restores the default
+PROTOCOL_DEFAULTS: dict = {"train": {"pseudo_max": 200}}
+
+
 def deployment_config(truths: dict[str, dict], overrides: dict, feature_cache: Path) -> dict:
     profiles = {name: {"match": t["file"], "box": t["facecam"]} for name, t in truths.items()}
-    base = {"paths": {"cache": str(feature_cache)}, "frames": {"profiles": profiles}}
+    base = merge({"paths": {"cache": str(feature_cache)}, "frames": {"profiles": profiles}}, PROTOCOL_DEFAULTS)
     return merge(base, overrides)
 
 
