@@ -52,11 +52,11 @@ def tile_labels(vod: synth.SynthVod, start: float = 1.0) -> list[tuple[float, fl
     return out
 
 
-def deployment(root: Path, threads: int, first_epochs: int) -> Path:
+def deployment(root: Path, threads: int, first_epochs: int | None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     cfg_path = root / "config.toml"
-    cfg_path.write_text(f'[paths]\ncache = "{CACHE / "features"}"\n[model]\nthreads = {threads}\n'
-                        f"[train]\nepochs = {first_epochs}\n")
+    epochs = f"[train]\nepochs = {first_epochs}\n" if first_epochs else ""
+    cfg_path.write_text(f'[paths]\ncache = "{CACHE / "features"}"\n[model]\nthreads = {threads}\n{epochs}')
     return cfg_path
 
 
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> dict:
         labels.add_label(conn, v.path, a, b, lab, "import")
     out = {}
     for name, added in (("first", []), ("retrain", extra)):
+        if name == "retrain":  # the retrain runs with the default epochs (a warm start takes warm_epochs)
+            cfg = config.load(deployment(root, args.threads, None))
         for v, (a, b, lab) in added:
             labels.add_label(conn, v.path, a, b, lab, "review")
         t0 = time.monotonic()
