@@ -83,20 +83,32 @@ class FramesConfig(Section):
 
     fps: float = Field(4.0, gt=0, le=30, description="frames sampled per second of video")
     size: int = Field(128, ge=32, le=512, description="model input size in pixels (square)")
-    crop: CropBox | None = Field(None, description="default face-cam box [x, y, w, h]; unset: the whole frame")
+    crop: CropBox | Literal["auto"] | None = Field(
+        None,
+        description="face-cam box [x, y, w, h] for every VOD; \"auto\": detected in each VOD (a matching profile wins; "
+                    "a VOD without a confidently found face cam uses the whole frame); unset: the whole frame",
+    )
     profiles: dict[str, CropProfile] = Field(
         default_factory=dict,
         description="named crop boxes chosen by file name: [frames.profiles.NAME] match = 'glob', box = [x, y, w, h]; first match wins",
     )
     batch: int = Field(64, ge=1, le=1024, description="frames per decoded batch (bounds memory)")
 
-    def crop_for(self, vod: str | Path) -> tuple[int, int, int, int] | None:
-        """The crop box for ``vod``: the first profile whose glob matches its name, else ``crop``."""
+    def profile_for(self, vod: str | Path) -> tuple[int, int, int, int] | None:
+        """The box of the first profile whose glob matches ``vod``'s file name, else None."""
         name = Path(vod).name
         for profile in self.profiles.values():
             if fnmatch.fnmatch(name, profile.match):
                 return profile.box
-        return self.crop
+        return None
+
+    def crop_for(self, vod: str | Path) -> tuple[int, int, int, int] | None:
+        """The fixed crop box for ``vod``: a matching profile's, else a fixed ``crop`` (None when
+        ``crop`` is unset or "auto": use ``autoclip.cropbox.crop_box_for`` for the box a VOD uses)."""
+        fixed = self.profile_for(vod)
+        if fixed is not None:
+            return fixed
+        return None if self.crop == "auto" else self.crop
 
 
 class AudioConfig(Section):

@@ -175,7 +175,7 @@ def clip_samples(clip: Clip, cfg: Config, cache: FeatureCache, *, cap: int | Non
     returned as runs of ``RUN`` consecutive frames spread evenly over the clip (long clips are
     then decoded only around those runs).
     """
-    settings = decode_settings(cfg, clip.vod)
+    settings = decode_settings(cfg, clip.vod, clip.fingerprint)
     k = cfg.train.frames_per_clip if cap is None else cap
     sparse = k > 0 and clip.duration * cfg.frames.fps > SPARSE_FACTOR * k
     key = {**settings, "range": [clip.start, clip.end], **({"runs": [k, RUN]} if sparse else {})}
@@ -263,7 +263,7 @@ def pseudo_samples(
     none = (empty["times"], empty["frames"], empty["mels"], np.zeros(0, np.float32))
     if max_n <= 0 or len(cand_t) == 0:
         return none
-    settings = decode_settings(cfg, vod)
+    settings = decode_settings(cfg, vod, fingerprint)
     source = _BlockSource(vod, fingerprint, cfg, tuple(settings["crop"]) if settings["crop"] else None)
     tol = 0.5 / cfg.frames.fps + 1e-6
     parts, targets = [], []

@@ -170,7 +170,7 @@ def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
 def steady_face(faces: list[np.ndarray]) -> tuple[np.ndarray | None, list[int]]:
     """The face found at about one place in the most samples: (median box, sample indices)."""
     best: tuple[int, int, np.ndarray, list[int]] | None = None
-    for i, boxes in enumerate(faces):
+    for boxes in faces:
         for d in boxes:
             members, picks = [], []
             for j, other in enumerate(faces):

@@ -71,9 +71,11 @@ class FeatureCache:
         return arrays
 
 
-def decode_settings(cfg: Config, vod: str | Path) -> dict[str, Any]:
-    """Everything that changes decoded samples, for cache keys."""
-    crop = cfg.frames.crop_for(vod)
+def decode_settings(cfg: Config, vod: str | Path, fingerprint: str | None = None) -> dict[str, Any]:
+    """Everything that changes decoded samples, for cache keys (the crop is this VOD's own box)."""
+    from autoclip.cropbox import crop_box_for
+
+    crop = crop_box_for(vod, cfg, fingerprint=fingerprint)[0]
     return {
         "v": CACHE_VERSION,
         "fps": cfg.frames.fps,

@@ -126,7 +126,11 @@ class SampleReader:
         self.cfg = cfg
         self.start, self.end = start, end
         self.info = info or media.probe(path, cfg.media)
-        self.crop = cfg.frames.crop_for(path) if crop == "auto" else crop
+        if crop == "auto":  # the box this VOD uses (profile, fixed crop or its detected face cam)
+            from autoclip.cropbox import crop_box_for
+
+            crop = crop_box_for(path, cfg)[0]
+        self.crop = crop
         self.batch = batch or cfg.frames.batch
         #: where the audio decode starts (None: the window margin before ``start``). 0 gives every
         #: sample exactly as a whole pass decodes it: an AAC decoder's noise substitution depends on

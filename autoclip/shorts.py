@@ -58,8 +58,11 @@ def layout_for(cfg: ShortsConfig, face: Box | None, frame: tuple[int, int]) -> S
 
 
 def facecam_box(vod: str | os.PathLike[str], cfg: Config) -> Box | None:
-    """The VOD's face-cam box from its crop profile (``[frames.profiles]``, then ``[frames] crop``)."""
-    box = cfg.frames.crop_for(Path(os.fspath(vod)))
+    """The VOD's face-cam box: a matching crop profile, else ``[frames] crop`` (a fixed box, or
+    with "auto" the box detected in this VOD; see ``cropbox.crop_box_for``)."""
+    from autoclip.cropbox import crop_box_for
+
+    box = crop_box_for(Path(os.fspath(vod)), cfg)[0]
     if isinstance(box, (tuple, list)) and len(box) == 4 and box[2] > 0 and box[3] > 0:
         return tuple(int(v) for v in box)  # type: ignore[return-value]
     return None

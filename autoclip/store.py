@@ -15,7 +15,7 @@ from pathlib import Path
 
 from autoclip.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -84,6 +84,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, next_try);
 CREATE INDEX IF NOT EXISTS jobs_by_fingerprint ON jobs (fingerprint);
+
+-- Face cams detected per VOD ([frames] crop = "auto"), keyed by content fingerprint.
+CREATE TABLE IF NOT EXISTS facecams (
+    fingerprint TEXT PRIMARY KEY,
+    vod         TEXT NOT NULL,               -- where the VOD was when detected
+    box         TEXT,                        -- JSON [x, y, w, h] in source pixels; NULL: none found
+    confidence  REAL,
+    reason      TEXT NOT NULL DEFAULT '',
+    seconds     REAL NOT NULL DEFAULT 0,     -- how long the detection took
+    detected    REAL NOT NULL
+);
 
 -- Retraining history: what ran, why, and whether the student was promoted.
 CREATE TABLE IF NOT EXISTS retrain_runs (

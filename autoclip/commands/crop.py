@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from autoclip.commands import Context, add_command, add_vod
+from autoclip.commands import Context, add_command, add_json, add_vod
 from autoclip.config import Config
 from autoclip.errors import MediaError, UsageError
 from autoclip.timefmt import hms, parse_time
@@ -24,8 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         example="autoclip crop stream.mkv --at 00:12:30 --out frame.png",
     )
     add_vod(p)
-    p.add_argument("--at", required=True, metavar="TIME", help="time in the VOD: seconds, MM:SS or HH:MM:SS")
-    p.add_argument("--out", type=Path, metavar="PNG", help="image to write (default: <vod name>.crop.png here)")
+    p.add_argument("--at", metavar="TIME", help="time in the VOD: seconds, MM:SS or HH:MM:SS")
+    p.add_argument("--detect", action="store_true",
+                   help="find the face cam (about 30 frames spread over the VOD) and draw it on a frame")
+    p.add_argument("--out", type=Path, metavar="PNG",
+                   help="image to write (default: <vod name>.crop.png, with --detect <vod name>.facecam.png, here)")
+    add_json(p)
 
 
 def grid_step(width: int, height: int) -> int:
@@ -87,6 +91,12 @@ def cmd_crop(args: argparse.Namespace, ctx: Context) -> int:
     from autoclip import media
     from autoclip.render import safe_name
 
+    if args.detect:
+        from autoclip.commands.detect import crop_detect
+
+        return crop_detect(args, ctx)
+    if args.at is None:
+        raise UsageError("crop: give --at TIME (a frame with a pixel grid) or --detect (find the face cam)")
     try:
         at = parse_time(args.at)
     except ValueError as err:
