@@ -18,7 +18,7 @@ import numpy as np
 
 from autoclip.config import MediaConfig
 from autoclip.errors import MediaError
-from autoclip.media.probe import ProbeInfo, _input_args, _media, _name, _reason, _url, probe
+from autoclip.media.probe import ProbeInfo, _input_args, _media, _name, _reason, file_url, probe
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _still_command(path: str | os.PathLike[str], at: float, size: tuple[int, int
     w, h = size
     return [media.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", *_input_args(media),
             "-max_pixels", str(min(media.max_pixels + media.max_pixels // 4, 2**31 - 1)),
-            "-threads", "1", "-skip_loop_filter", "all", "-ss", f"{max(0.0, at):.3f}", "-i", _url(path),
+            "-threads", "1", "-skip_loop_filter", "all", "-ss", f"{max(0.0, at):.3f}", "-i", file_url(path),
             "-map", "0:v:0", "-an", "-sn", "-dn", "-frames:v", "1",
             "-vf", f"scale={w}:{h}:flags=area,format=rgb24", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
 
