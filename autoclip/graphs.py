@@ -212,11 +212,10 @@ def frame_graph(video: str | os.PathLike[str], at: float, out: str | os.PathLike
                          **{"q:v": quality})
 
 
-def measure_graph(vod: str | os.PathLike[str], start: float, duration: float) -> Any:
-    """``duration`` seconds of the VOD's audio alone (no video decoded) through ``ebur128``; its
-    summary (integrated loudness, true peak) is logged at the end."""
+def measure_graph(vod: str | os.PathLike[str], start: float, duration: float, gain: Gain | None = None) -> Any:
+    """``duration`` seconds of the VOD's audio alone (no video decoded) through ``ebur128``, after
+    ``gain`` as the encode applies it (if given); the summary (integrated loudness, true peak)
+    is logged at the end."""
     src = seek_input(vod, start)
-    a = (src["a:0"].filter("aresample", AUDIO_RATE)
-         .filter("aformat", channel_layouts="stereo")
-         .filter("ebur128", peak="true", framelog="verbose"))
+    a = audio_chain(src["a:0"], duration, 0.0, gain).filter("ebur128", peak="true", framelog="verbose")
     return ffmpeg.output(a, "-", t=f"{duration:.6f}", f="null", vn=None, sn=None, dn=None)

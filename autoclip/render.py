@@ -321,8 +321,8 @@ def segment_gains(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg:
         return None
     gains = {}
     for i, seg in enumerate(segments, 1):
-        measured = loudness.measure(vod, seg.start, clip_duration(seg, st.fps_value), st.ffmpeg)
-        gains[i] = loudness.gain_for(measured, float(target))
+        gains[i], measured = loudness.segment_gain(vod, seg.start, clip_duration(seg, st.fps_value),
+                                                   float(target), st.ffmpeg)
         log.debug("segment %d: %.1f LUFS, %.1f dBTP -> gain %+.1f dB%s", i, measured.integrated,
                   measured.true_peak, gains[i].db, " + limiter" if gains[i].limit else "")
     return gains

@@ -34,6 +34,8 @@ kind = "audio"
 [render]
 height = 180
 preset = "ultrafast"
+[shorts]
+count = 0
 [selection]
 threshold = 0.01
 low_threshold = 0.01

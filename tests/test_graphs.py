@@ -77,8 +77,8 @@ def test_concat_measure_and_frame_graphs():
 
 
 def test_gain_for_targets_and_limits():
-    assert loudness.gain_for(loudness.Loudness(-30.0, -12.0), -14.0) == graphs.Gain(16.0, -1.5, True)
-    assert loudness.gain_for(loudness.Loudness(-8.0, -0.3), -14.0) == graphs.Gain(-6.0, -1.5, False)
+    assert loudness.gain_for(loudness.Loudness(-30.0, -12.0), -14.0) == graphs.Gain(16.0, -2.0, True)
+    assert loudness.gain_for(loudness.Loudness(-8.0, -0.3), -14.0) == graphs.Gain(-6.0, -2.0, False)
     assert loudness.gain_for(loudness.Loudness(float("-inf"), float("-inf")), -14.0) == graphs.Gain(0.0, limit=False)
     assert loudness.gain_for(loudness.Loudness(-59.0, -40.0), -14.0).db == loudness.MAX_GAIN
 

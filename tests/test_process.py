@@ -24,7 +24,8 @@ def vod(tmp_path_factory) -> synth.SynthVod:
 def write_config(root: Path, **selection) -> Path:
     sel = {"threshold": 0.01, "low_threshold": 0.01, "max_length": 6.0, "smooth": 1.0, **selection}
     lines = ["[frames]", "size = 32", "fps = 2", "[model]", "threads = 1", "kind = \"audio\"",
-             "[render]", "height = 180", "preset = \"ultrafast\"", "[selection]"]
+             "[render]", "height = 180", "preset = \"ultrafast\"", "[shorts]", "count = 1", "size = \"90x160\"",
+             "[selection]"]
     lines += [f"{k} = {v}" for k, v in sel.items()]
     path = root / "config.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -72,6 +73,8 @@ def test_score_process_render(deployment, vod, capsys, tmp_path, install_untrain
     assert reel.exists() and reel.parent == config.load(deployment).path("reels")
     doc = json.loads(Path(res["segments_file"]).read_text())
     assert doc["model"] == mid and doc["segments"][0]["start"] == seg["start"]
+    assert sorted(res["exports"]) == ["edl", "fcpxml", "otio"] and all(Path(p).exists() for p in res["exports"].values())
+    assert len(res["shorts"]) == 1 and Path(res["shorts_file"]).exists()  # no crop set: the game layout
     job_dir = Path(res["job_dir"])
     assert (job_dir / "scores.npz").exists() and (job_dir / "process.json").exists()
 

@@ -110,8 +110,9 @@ def test_no_crop_gives_game_layout_with_one_warning(vod, tmp_path, caplog):
 
 def test_count_zero_and_stale_shorts_removed(vod, tmp_path):
     cfg = deployment(tmp_path, crop=list(FACE))
+    cfg.shorts.count = 1
     first = render_with(vod, cfg)
-    assert first.shorts_file.exists()
+    assert first.shorts_file.exists() and len(first.shorts) == 1
     cfg.shorts.count = 0
     second = render_with(vod, cfg)
     assert second.shorts == [] and second.shorts_file is None

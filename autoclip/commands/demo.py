@@ -52,6 +52,7 @@ def _demo_config(folder: Path, facecam: tuple[int, int, int, int]) -> str:
         "rescan = 60.0\n": "rescan = 5.0\n",
         'cron = "0 4 * * *"\n': 'cron = "0 4 * * *"\n',
         "smooth = 2.0\n": "smooth = 1.0\n",
+        'size = "1080x1920"\n': 'size = "360x640"\n',  # shorts of a 320x180 sample VOD
     }
     for old, new in replace.items():
         if old not in text:
