@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -76,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autoclip: error: {err}", file=sys.stderr)
         report_outcome(False, err.code, str(err))
         return err.exit_code
+    except sqlite3.Error as err:  # a bug or a damaged file: still one line, never a traceback
+        if args.debug:
+            log.exception("failed")
+        print(f"autoclip: error: database: {err} (if it says locked, another autoclip process held it "
+              f"longer than the busy timeout: try again; otherwise run with --debug and report it)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("autoclip: interrupted", file=sys.stderr)
         report_outcome(False, INTERRUPTED, "interrupted")
