@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from autoclip.commands import Context
-from autoclip.commands.crop import cmd_crop
-from autoclip.errors import UsageError
 from autoclip.timefmt import hms, parse_time, when
 
 
@@ -29,11 +24,12 @@ def test_parse_time_rejects(bad: str) -> None:
         parse_time(bad)
 
 
-def test_crop_at_uses_the_same_rule(tmp_path) -> None:
+def test_crop_at_uses_the_same_rule(tmp_path, capsys) -> None:
     # `1:75` was 2:15 for `crop --at` and an error for labels: now an error for both, a usage error here
-    args = argparse.Namespace(vod=tmp_path / "missing.mp4", at="1:75", out=None)
-    with pytest.raises(UsageError, match="1:75"):
-        cmd_crop(args, Context())
+    from autoclip import cli
+
+    rc = cli.main(["--config", str(tmp_path / "config.toml"), "crop", str(tmp_path / "missing.mp4"), "--at", "1:75"])
+    assert rc == 2 and "1:75" in capsys.readouterr().err
 
 
 def test_hms_forms_and_round_trip() -> None:
