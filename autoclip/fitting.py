@@ -206,12 +206,17 @@ def train_one_epoch(
         net.frames.eval()  # frozen batch-norm statistics stay as pretrained
     gen = torch.Generator().manual_seed(seed)
     assert data.seg is not None
+    # a single-frame model needs no neighbours: its batches are frames drawn independently from
+    # every clip. Batches of whole segments hold only a few distinct pictures (a segment's frames
+    # are near-duplicates), and batch-norm statistics over a few pictures keep the frame branch
+    # from learning (measured: a frames-only model stayed at chance on generated VODs).
+    seg = data.seg if net.dims.context > 0 else np.arange(len(data))
     pw = torch.tensor(pos_weight)
     total, seen, t0 = 0.0, 0, time.monotonic()
-    for idx in segment_batches(data.seg, batch_size, np.random.default_rng(seed)):
+    for idx in segment_batches(seg, batch_size, np.random.default_rng(seed)):
         if len(idx) < 2:  # batch-norm needs two samples
             continue
-        groups = torch.from_numpy(np.unique(data.seg[idx], return_inverse=True)[1].astype(np.int64))
+        groups = torch.from_numpy(np.unique(seg[idx], return_inverse=True)[1].astype(np.int64))
         f, m = _batch_tensors(net, data, idx, gen, groups)
         loss = _loss(net, f, m, groups, torch.from_numpy(data.targets[idx]), torch.from_numpy(data.weights[idx]),
                      pw, cfg, gen)
