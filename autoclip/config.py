@@ -179,6 +179,7 @@ class TrainConfig(Section):
     promote_loss_margin: float = Field(0.25, ge=0, description="...or its validation frame log loss is higher than the current one's by more than this fraction of it")
     warm_start: bool = Field(True, description="start the new model from the current model's weights when their shapes match")
     warm_epochs: int = Field(3, ge=1, le=500, description="most passes over the training clips for a warm-started model (it starts near a solution; keeps retraining cheap as labels grow)")
+    warm_lr_factor: float = Field(0.1, gt=0, le=1, description="a warm-started model fine-tunes at train.lr x this (at the full rate its first pass undid much of what the current model knew)")
     pseudo_labels: bool = Field(False, description="add the current model's confident pseudo-labels on processed VOD time nobody labelled (off by default: see the README's measurements)")
     pseudo_weight: float = Field(0.3, ge=0, le=1, description="loss weight of one pseudo-labelled frame relative to a human-labelled one")
     pseudo_ratio: float = Field(0.5, ge=0, le=0.5, description="total weight of pseudo-labels at most this fraction of the human labels' total weight")

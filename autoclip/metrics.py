@@ -83,7 +83,8 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
     labels = np.asarray(labels).astype(int)
     if len(labels) == 0 or labels.min() == labels.max():
         return None
-    return _finite(average_precision_score(labels, scores))
+    ap = _finite(average_precision_score(labels, scores))
+    return None if ap is None else min(1.0, max(0.0, ap))  # a sum of precisions can round past 1
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float | None:

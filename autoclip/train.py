@@ -138,9 +138,10 @@ def _train_locked(cfg: Config, conn: sqlite3.Connection, registry: Registry, *, 
         _add_pseudo(cfg, cache, teacher, clips, data["train"], shared)
     torch.manual_seed(cfg.train.seed)
     net, start = _initial_model(cfg, dims, teacher)
-    if start.startswith("warm:"):  # near a solution already: fewer passes keep retraining cheap
+    if start.startswith("warm:"):  # near a solution already: fewer, gentler passes
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-            update={"epochs": min(cfg.train.epochs, cfg.train.warm_epochs)})})
+            update={"epochs": min(cfg.train.epochs, cfg.train.warm_epochs),
+                    "lr": cfg.train.lr * cfg.train.warm_lr_factor})})
     fitted = _fit_where_configured(net, data, cfg, pretrained=start == "pretrained", progress=progress)
     fitted.start = start
     return _finish(cfg, conn, registry, net, dims, data, splits, fitted, teacher, shared,

@@ -87,7 +87,7 @@ class Loop:
 DEADLINE = [0.0]
 
 
-@pytest.mark.nightly  # not yet run to completion in CI conditions: scripts/nightly.sh
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_concurrent_writers_for_60_s_lose_nothing_and_never_see_a_lock(tmp_path: Path, install_untrained_model) -> None:
     t_start = time.monotonic()

@@ -49,7 +49,7 @@ conn.close()
 ROWS = 20
 
 
-@pytest.mark.nightly  # not yet run to completion in CI conditions: scripts/nightly.sh
+@pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_200_sigkills_of_the_label_and_review_writer_lose_no_acknowledged_write(tmp_path: Path) -> None:
     t_start = time.monotonic()
@@ -166,7 +166,7 @@ def check_registry(reg: Registry) -> str | None:
     return current
 
 
-@pytest.mark.nightly  # not yet run to completion in CI conditions: scripts/nightly.sh
+@pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_200_sigkills_in_train_evaluate_promote_always_leave_a_complete_current(tmp_path: Path) -> None:
     from autoclip import labels

@@ -196,7 +196,7 @@ def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "autoclip", "--config", str(cfg), *args], capture_output=True, text=True)
 
 
-@pytest.mark.nightly  # not yet run to completion in CI conditions: scripts/nightly.sh
+@pytest.mark.slow
 @pytest.mark.timeout(int(LIMIT) + 60)
 def test_soak_30_vods_2000_junk_5_bad_2_retrains(tmp_path: Path, install_untrained_model) -> None:
     t_start = time.monotonic()

@@ -39,11 +39,10 @@ def frame_labels(times: np.ndarray, spans: list[tuple[float, float]]) -> np.ndar
 
 
 def average_precision(y: np.ndarray, s: np.ndarray) -> float | None:
-    from sklearn.metrics import average_precision_score
+    """The product's frame AP (None without both classes)."""
+    from autoclip.metrics import average_precision as ap
 
-    if len(y) == 0 or not y.any():
-        return None
-    return float(average_precision_score(y, s))
+    return ap(y, s)
 
 
 def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
