@@ -177,6 +177,7 @@ class TrainConfig(Section):
     threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for precision/recall/F1 in metrics")
     promote_margin: float = Field(0.02, ge=0, le=1, description="non-inferiority margin: the new model replaces the current one unless its validation frame AP (or reel precision) is lower by more than this; a tie promotes")
     promote_loss_margin: float = Field(0.25, ge=0, description="...or its validation frame log loss is higher than the current one's by more than this fraction of it")
+    promote_noise_z: float = Field(1.645, ge=0, le=5, description="the frame-AP margin widens to this many standard errors of the new-minus-current AP difference, bootstrapped over the shared validation clips (small validation sets are noisy; 0: the fixed margin only)")
     warm_start: bool = Field(True, description="start the new model from the current model's weights when their shapes match")
     warm_epochs: int = Field(3, ge=1, le=500, description="most passes over the training clips for a warm-started model (it starts near a solution; keeps retraining cheap as labels grow)")
     warm_lr_factor: float = Field(0.1, gt=0, le=1, description="a warm-started model fine-tunes at train.lr x this (at the full rate its first pass undid much of what the current model knew)")

@@ -10,7 +10,9 @@
 Detections are stored in the database's ``facecams`` table keyed by the VOD's content
 fingerprint, so a VOD is detected once (at probe time, by ``process``/the daemon, or on first
 use) and every later use, on any path the file moves to, gets the same box. A VOD where no face
-cam was found is logged once, when it is detected; ``autoclip status`` lists those VODs.
+cam was found is logged once, when it is detected; ``autoclip status`` lists those VODs (``not_found``).
+``clip_sources`` counts the sources of labelled clips from stored detections only (``label stats``,
+and each model's metrics for ``models show``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,11 @@ Box = tuple[int, int, int, int]
 SOURCES = ("profile", "config", "detected", "whole")
 #: words for each source in reports
 SOURCE_NAMES = {"profile": "crop profile", "config": "[frames] crop", "detected": "detected face cam",
-                "whole": "whole frame"}
+                "whole": "whole frame", "undetected": "not detected yet"}
+#: ``clip_sources``' keys: the sources, and "undetected" (crop = "auto", no stored detection yet)
+COUNTED = (*SOURCES, "undetected")
+#: the reason of the whole-frame choice of a VOD not detected yet (``choose`` with ``detect`` False)
+NOT_DETECTED = "not detected yet"
 
 _memo: dict[tuple, CropChoice] = {}
 _memo_lock = threading.Lock()
@@ -89,7 +95,7 @@ def choose(vod: str | os.PathLike[str], cfg: Config, *, fingerprint: str | None 
         if found is None and detect:
             found = _detect_and_store(db, vod, fp, cfg)
     if found is None:
-        return CropChoice(None, "whole", reason="not detected yet")
+        return CropChoice(None, "whole", reason=NOT_DETECTED)
     with _memo_lock:
         _memo[key] = found
     return found
@@ -164,11 +170,39 @@ def _detect_and_store(conn: sqlite3.Connection, vod: str | os.PathLike[str], fp:
     return choice
 
 
-def not_found(conn: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
-    """VODs whose face cam was not found (they use the whole frame), newest first."""
+def not_found(conn: sqlite3.Connection, limit: int | None = 20, cfg: Config | None = None) -> list[dict[str, Any]]:
+    """VODs whose face cam was not found (they use the whole frame), newest first: each with vod (its
+    path when detected), name, fingerprint, confidence, reason and detected (Unix time). With ``cfg``
+    only those that use the whole frame under it (none unless ``crop = "auto"``; none a profile matches)."""
+    if cfg is not None and cfg.frames.crop != "auto":
+        return []
     rows = conn.execute("SELECT vod, fingerprint, confidence, reason, detected FROM facecams WHERE box IS NULL "
-                        "ORDER BY detected DESC LIMIT ?", (limit,)).fetchall()
-    return [dict(r) for r in rows]
+                        "ORDER BY detected DESC").fetchall()
+    out = [{**dict(r), "name": Path(r["vod"]).name} for r in rows
+           if cfg is None or cfg.frames.profile_for(r["vod"]) is None]
+    return out if limit is None else out[:limit]
+
+
+def clip_sources(clips: Iterable[Any], cfg: Config, conn: sqlite3.Connection | None = None) -> dict[str, int]:
+    """How many of ``clips`` (dataset ``Clip``s or label rows: anything with a vod and a fingerprint)
+    use each source (every key of ``COUNTED``), from stored detections only: this never detects (nor
+    reads a VOD); a clip of a ``crop = "auto"`` VOD with no stored detection counts as "undetected"."""
+    counts = dict.fromkeys(COUNTED, 0)
+    seen: dict[tuple[str, str], str] = {}
+    with _connection(cfg, conn) as db:
+        for c in clips:
+            vod, fp = (c["vod"], c["fingerprint"]) if isinstance(c, dict) else (c.vod, c.fingerprint)
+            if (vod, fp) not in seen:
+                choice = choose(vod, cfg, fingerprint=fp, conn=db, detect=False)
+                seen[vod, fp] = "undetected" if choice.reason == NOT_DETECTED else choice.source
+            counts[seen[vod, fp]] += 1
+    return counts
+
+
+def describe_sources(counts: dict[str, int]) -> str:
+    """``clip_sources``' counts in words: "3 crop profile, 40 detected face cam" (non-zero ones)."""
+    shown = [f"{n} {SOURCE_NAMES.get(k, k)}" for k, n in counts.items() if n]
+    return ", ".join(shown) or "none"
 
 
 def count_sources(choices: list[CropChoice]) -> dict[str, int]:

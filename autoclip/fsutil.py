@@ -20,6 +20,8 @@ from autoclip.errors import DiskFullError
 
 #: prefix of every temporary file autoclip writes; cleaned on start-up, ignored by the watcher
 TMP_PREFIX = ".autoclip-tmp-"
+#: the longest file name, in bytes, that Linux file systems take
+NAME_MAX = 255
 _FP_CHUNK = 1 << 20
 
 
@@ -81,6 +83,12 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def cut_utf8(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (the measure of a file name), never inside a character."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return text if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
 
 
 def _raise_disk_full(err: OSError, target: Path) -> None:

@@ -7,7 +7,8 @@ again under another name (same fingerprint) becomes a ``duplicate`` record and n
 
 States: ``queued`` -> ``scoring`` -> ``rendering`` -> ``done``; any -> ``failed`` (after the
 retries) or back to ``queued`` (retry with exponential backoff, restart, SIGTERM). A failed
-source is moved to the failed folder with ``<name>.reason.json``; a done one to the done folder.
+source is moved to the failed folder with ``<name>.reason.json`` (a name too long for that is
+shortened there; the reason file keeps the original); a done one to the done folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +32,14 @@ from autoclip import store
 from autoclip.child import kill_orphan
 from autoclip.config import Config
 from autoclip.errors import AutoclipError
-from autoclip.fsutil import TMP_PREFIX, atomic_write_json, fingerprint, fsync_dir
+from autoclip.fsutil import (
+    NAME_MAX,
+    TMP_PREFIX,
+    atomic_write_json,
+    cut_utf8,
+    fingerprint,
+    fsync_dir,
+)
 from autoclip.watcher import Candidate
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,8 @@ ACTIVE = ("scoring", "rendering")
 #: where content must not be processed again (a failed one may be retried under another name)
 _DEDUPE_STATES = ("queued", "scoring", "rendering", "done")
 STATE_FILE = "state.json"
+#: beside each file in the failed folder: why it failed
+REASON_SUFFIX = ".reason.json"
 DISK_FULL_MAX_DELAY = 3600.0
 _INDEXED = ("id", "source", "fingerprint", "device", "inode", "size", "mtime", "state", "attempts",
             "next_try", "created", "updated", "error", "reason_code", "reel", "duplicate_of")
@@ -329,15 +340,18 @@ class JobStore:
         if not os.path.lexists(src):
             return None
         folder = self.cfg.path(where)
-        dst = folder / src.name
+        room = len(REASON_SUFFIX) if where == "failed" else 0
+        dst = folder / _fit_name(src.name, room)
         if os.path.lexists(dst):
-            dst = folder / f"{src.stem}.{job.id}{src.suffix}"
+            dst = folder / _fit_name(f"{src.stem}.{job.id}{src.suffix}", room)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _move(src, dst)
         except OSError as err:
             log.error("cannot move %s to %s: %s (left where it is)", src, folder, err)
             return None
+        if dst.name != src.name:
+            log.info("%s moved to %s as %s", src.name, folder, dst.name)
         return str(dst)
 
     def retry_failed(self, name: str) -> Path:
@@ -360,7 +374,7 @@ class JobStore:
             _move(src, dst)
         except OSError as err:
             raise AutoclipError(f"cannot move {src} to {dst}: {err.strerror or err}", code="unreadable") from err
-        (self.cfg.path("failed") / f"{src.name}.reason.json").unlink(missing_ok=True)
+        (self.cfg.path("failed") / f"{src.name}{REASON_SUFFIX}").unlink(missing_ok=True)
         job.history.append({"event": "retry requested", "time": store.now()})
         self.save(job)
         log.info("%s moved back to %s for another try (job %s)", src.name, dst, job.id)
@@ -376,14 +390,14 @@ class JobStore:
         return None
 
     def _write_reason(self, job: Job, detail: str) -> None:
-        name = Path(job.moved_to).name if job.moved_to else job.name
+        name = Path(job.moved_to).name if job.moved_to else _fit_name(job.name, len(REASON_SUFFIX))
         reason = {
             "file": job.name, "source": job.source, "moved_to": job.moved_to, "job": job.id,
             "code": job.reason_code, "reason": job.error, "attempts": job.attempts,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "detail": detail[-4000:],
         }
         try:
-            atomic_write_json(self.cfg.path("failed") / f"{name}.reason.json", reason)
+            atomic_write_json(self.cfg.path("failed") / f"{name}{REASON_SUFFIX}", reason)
         except OSError as err:
             log.error("cannot write the reason file for %s: %s", job.name, err)
 
@@ -418,6 +432,19 @@ def _named(job: Job, message: str) -> str:
     return message if message.startswith(job.name) else f"{job.name}: {message}"
 
 
+def _fit_name(name: str, room: int) -> str:
+    """``name``, or where it and ``room`` more bytes exceed NAME_MAX, a shorter one: cut by bytes,
+    made unique by a short hash of ``name``, its extension kept."""
+    raw = os.fsencode(name)
+    if len(raw) + room <= NAME_MAX:
+        return name
+    stem, ext = os.path.splitext(name)
+    if len(os.fsencode(ext)) > 16:  # not an extension: a dot somewhere in a long name
+        stem, ext = name, ""
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:10]
+    return cut_utf8(stem, NAME_MAX - room - len(tag) - len(os.fsencode(ext))) + tag + ext
+
+
 def _move(src: Path, dst: Path) -> None:
     """Rename, or copy + rename + unlink across file systems (regular files only; the copy is never visible half-done)."""
     try:
@@ -425,7 +452,7 @@ def _move(src: Path, dst: Path) -> None:
     except OSError as err:
         if err.errno != errno.EXDEV or src.is_symlink() or not src.is_file():
             raise
-        tmp = dst.with_name(TMP_PREFIX + dst.name)
+        tmp = dst.with_name(f"{TMP_PREFIX}{secrets.token_hex(8)}")  # not from dst's name: that may be NAME_MAX long
         try:
             shutil.copy2(src, tmp)
             os.replace(tmp, dst)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from autoclip import fsutil, store
+from autoclip.config import Config
 from autoclip.errors import LabelError
 from autoclip.timefmt import hms, parse_time
 
@@ -418,16 +419,23 @@ def _warnings(rows: list[dict[str, Any]], counts: dict[str, int], vods: list[dic
     return out
 
 
-def stats(conn: sqlite3.Connection) -> dict[str, Any]:
-    """Counts per label and per VOD, total seconds, and warnings to read before training."""
+def stats(conn: sqlite3.Connection, cfg: Config | None = None) -> dict[str, Any]:
+    """Counts per label and per VOD, total seconds, and warnings to read before training; with
+    ``cfg`` also "crops": how many labels use each face-cam box source (``cropbox.clip_sources``:
+    stored detections only, a VOD not detected yet counts as "undetected")."""
     rows = list_labels(conn)
     counts = {k: sum(r["label"] == k for r in rows) for k in LABELS}
     seconds = {k: round(sum(r["end"] - r["start"] for r in rows if r["label"] == k), 3) for k in LABELS}
     vods = _per_vod(rows)
-    return {
+    out = {
         "labels": len(rows),
         "per_label": {k: {"count": counts[k], "seconds": seconds[k]} for k in LABELS},
         "total_seconds": round(sum(seconds.values()), 3),
         "vods": vods,
         "warnings": _warnings(rows, counts, vods),
     }
+    if cfg is not None:
+        from autoclip import cropbox
+
+        out["crops"] = cropbox.clip_sources(rows, cfg, conn)
+    return out

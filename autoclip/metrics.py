@@ -87,6 +87,30 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return None if ap is None else min(1.0, max(0.0, ap))  # a sum of precisions can round past 1
 
 
+def paired_ap_noise(labels: np.ndarray, a: np.ndarray, b: np.ndarray, clip_index: np.ndarray, *,
+                    rounds: int = 300, seed: int = 0) -> float:
+    """Standard error of AP(a) - AP(b) on the same frames, by a paired bootstrap over clips.
+
+    A clip's frames move together (they are near-duplicates), so clips, not frames, are drawn
+    with replacement. Resamples with one class only are skipped; 0.0 when none is usable.
+    """
+    labels = np.asarray(labels).astype(bool)
+    clip_index = np.asarray(clip_index)
+    clips = np.unique(clip_index)
+    if len(clips) < 2:
+        return 0.0
+    rows = [np.flatnonzero(clip_index == c) for c in clips]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(rounds):
+        idx = np.concatenate([rows[i] for i in rng.integers(0, len(clips), len(clips))])
+        y = labels[idx]
+        if y.all() or not y.any():
+            continue
+        diffs.append(average_precision(y, a[idx]) - average_precision(y, b[idx]))
+    return float(np.std(diffs)) if len(diffs) >= 10 else 0.0
+
+
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """Mean binary cross-entropy of probabilities against labels (None when empty)."""
     from sklearn.metrics import log_loss as sk_log_loss

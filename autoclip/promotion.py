@@ -3,8 +3,10 @@
 The student has seen every human answer the teacher saw and more, so it replaces the teacher
 unless it is *worse beyond noise* on the validation clips neither of them trained on:
 
-* frame average precision lower by more than ``margin`` (AP over every frame of every
-  validation range, not one score per clip, which saturates at 1.0 on small sets);
+* frame average precision lower by more than ``margin``, or by more than the noise of the
+  difference on these clips when that is larger (``ap_noise``: a few validation clips make AP
+  jump between two equally good models); AP over every frame of every validation range, not
+  one score per clip, which saturates at 1.0 on small sets;
 * frame log loss higher by more than ``loss_margin`` times the teacher's (calibration: the reel
   threshold is fixed);
 * reel precision (of the reviewed in-reel clips the model would still put in a reel) lower by
@@ -46,7 +48,9 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _margin(metric: str, teacher: Mapping[str, Any], margin: float, loss_margin: float) -> float:
+def _margin(metric: str, teacher: Mapping[str, Any], margin: float, loss_margin: float, ap_noise: float = 0.0) -> float:
+    if metric == "frame_ap":
+        return max(margin, ap_noise)
     if metric == "log_loss":
         return loss_margin * float(teacher.get("log_loss") or 0.0)
     if metric == "reel_precision":
@@ -55,11 +59,12 @@ def _margin(metric: str, teacher: Mapping[str, Any], margin: float, loss_margin:
     return margin
 
 
-def checks(student: Mapping[str, Any], teacher: Mapping[str, Any], margin: float, loss_margin: float) -> list[Check]:
+def checks(student: Mapping[str, Any], teacher: Mapping[str, Any], margin: float, loss_margin: float,
+           ap_noise: float = 0.0) -> list[Check]:
     out = []
     for metric in (*HIGHER, *LOWER):
         s, t = student.get(metric), teacher.get(metric)
-        m = _margin(metric, teacher, margin, loss_margin)
+        m = _margin(metric, teacher, margin, loss_margin, ap_noise)
         if s is None or t is None:
             out.append(Check(metric, s, t, m, None))
         elif metric in HIGHER:
@@ -70,13 +75,15 @@ def checks(student: Mapping[str, Any], teacher: Mapping[str, Any], margin: float
 
 
 def decide(student: Mapping[str, Any] | None, teacher: Mapping[str, Any] | None, *, margin: float,
-           loss_margin: float) -> tuple[bool, str, list[dict[str, Any]]]:
-    """(promote, reason, checks as dicts) for validation metric blocks of the student and teacher."""
+           loss_margin: float, ap_noise: float = 0.0) -> tuple[bool, str, list[dict[str, Any]]]:
+    """(promote, reason, checks as dicts) for validation metric blocks of the student and teacher.
+    ``ap_noise``: the frame-AP margin is at least this (a multiple of the bootstrapped standard
+    error of the difference on these clips)."""
     if teacher is None:
         return True, "no comparable current model; the new model becomes current", []
     if not student or all(student.get(k) is None for k in (*HIGHER, *LOWER)):
         return False, "the new model has no validation numbers (no validation clips); kept, not promoted", []
-    done = checks(student, teacher, margin, loss_margin)
+    done = checks(student, teacher, margin, loss_margin, ap_noise)
     compared = [c for c in done if c.ok is not None]
     table = [c.__dict__ for c in done]
     if not compared:

@@ -38,6 +38,7 @@ from autoclip.fsutil import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    cut_utf8,
     publish_mode,
 )
 from autoclip.selection import Segment
@@ -65,14 +66,17 @@ _STDERR_TAIL = 20
 
 
 def safe_name(text: str, limit: int = 80) -> str:
-    """A file-name-safe version of ``text``: letters, digits, ``._-``; no leading dot or dash."""
+    """A file-name-safe version of ``text``: letters, digits, ``._-``; no leading dot or dash; at
+    most ``limit`` bytes of UTF-8 (file names are measured in bytes; a character is never split)."""
     text = unicodedata.normalize("NFC", text.encode("utf-8", "replace").decode("utf-8"))
     out = re.sub(r"[^\w.\-]+", "_", text, flags=re.UNICODE).strip("._-")
-    return out[:limit].rstrip("._-") or "vod"
+    return cut_utf8(out, limit).rstrip("._-") or "vod"
 
 
 def reel_name(vod: str | os.PathLike[str], job_id: str) -> str:
-    """Stem of a reel's outputs: the VOD's sanitised stem and the job id."""
+    """Stem of a reel's outputs: the VOD's sanitised stem and the job id, at most 80 + 1 + 24 bytes,
+    which leaves room (NAME_MAX 255) for every name made from it, the longest
+    ``.autoclip-tmp-old-NAME.shorts`` while an earlier shorts folder is replaced."""
     return f"{safe_name(Path(vod).stem)}-{safe_name(job_id, 24)}"
 
 

@@ -175,7 +175,7 @@ def make(spec: CamSpec, folder: str | Path, *, preset: str = "veryfast", crf: in
     if spec.minimap:
         cmd += ["-f", "lavfi", "-i", f"life=s=64x64:rate={spec.fps}:mold=10:ratio=0.4:death_color=#202020:life_color=#30d030"]
     cmd += ["-filter_complex", _filters(spec) + "[v]", "-map", "[v]",
-            "-t", f"{spec.duration}", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
+            "-t", f"{spec.duration}", "-r", str(spec.fps), "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
             "-g", str(2 * spec.fps), "-pix_fmt", "yuv420p", "-an", str(out.with_suffix(".tmp.mp4"))]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

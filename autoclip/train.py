@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from autoclip import compare, gate, metrics, promotion
+from autoclip import compare, cropbox, gate, metrics, promotion
 from autoclip.config import Config
 from autoclip.errors import LabelError, ModelError
 from autoclip.fitting import FitResult, SplitData, evaluate, fit, load_split, segments_from_times
@@ -228,13 +228,19 @@ def _decide(cfg: Config, net: HighlightNet, teacher: Any, shared: SharedVal) -> 
         return True, "no current model; the first trained model becomes current", {}
     if shared.data is None:
         return True, f"no shared validation clips ({shared.note or 'none'}); the student (more answers) is promoted", {}
-    student, _, _ = evaluate(net, shared.data, cfg.train.threshold, reel_threshold=cfg.selection.threshold)
+    student, student_probs, _ = evaluate(net, shared.data, cfg.train.threshold, reel_threshold=cfg.selection.threshold)
+    noise = 0.0
+    if cfg.train.promote_noise_z > 0 and shared.teacher_probs is not None:
+        human = shared.data.clip_index >= 0
+        noise = cfg.train.promote_noise_z * metrics.paired_ap_noise(
+            shared.data.targets[human] >= 0.5, student_probs, shared.teacher_probs, shared.data.clip_index[human],
+            seed=cfg.train.seed)
     promote, reason, table = promotion.decide(student, shared.teacher, margin=cfg.train.promote_margin,
-                                              loss_margin=cfg.train.promote_loss_margin)
+                                              loss_margin=cfg.train.promote_loss_margin, ap_noise=noise)
     keys = ("frame_ap", "log_loss", "frame_precision", "reel_precision", "reel_n", "clips", "frames")
     return promote, f"{reason} ({shared.note})", {
         "student": {k: student.get(k) for k in keys}, "teacher": {k: (shared.teacher or {}).get(k) for k in keys},
-        "checks": table}
+        "checks": table, "frame_ap_noise": noise}
 
 
 def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: HighlightNet, dims: ModelDims,
@@ -252,6 +258,8 @@ def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: High
                    "train": {"clips": len(data["train"].clips), "samples": len(data["train"]),
                              "pseudo": int(np.sum(data["train"].clip_index < 0)),
                              "pseudo_plan": data["train"].pseudo_note},
+                   # the face-cam box source of every clip (stored detections: decoding stored them)
+                   "crops": cropbox.clip_sources([c for s in splits.values() for c in s], cfg, conn),
                    "seconds": {"fit": fitted.seconds, "total": time.monotonic() - started}}
     gate_info = gate.train_gate(net, data["train"], data["val"], seed=cfg.train.seed)  # saved as net.gate
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "plots-", dir=registry.root) as tmp:

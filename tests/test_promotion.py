@@ -31,6 +31,32 @@ def test_worse_beyond_the_margin_is_kept_and_within_it_promoted() -> None:
     assert not promotion.decide({**TEACHER, "reel_precision": 0.60}, TEACHER, margin=0.02, loss_margin=0.25)[0]
 
 
+def test_the_ap_margin_widens_to_the_noise_of_a_few_clips() -> None:
+    worse_ap = {**TEACHER, "frame_ap": 0.85}
+    assert not promotion.decide(worse_ap, TEACHER, margin=0.02, loss_margin=0.25, ap_noise=0.03)[0]
+    ok, reason, _ = promotion.decide(worse_ap, TEACHER, margin=0.02, loss_margin=0.25, ap_noise=0.08)
+    assert ok and "needs >= 0.820" in reason
+
+
+def test_paired_ap_noise_is_zero_for_one_model_and_shrinks_with_more_clips() -> None:
+    from autoclip.metrics import paired_ap_noise
+
+    rng = np.random.default_rng(3)
+
+    def clips(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        index = np.repeat(np.arange(n), 20)
+        labels = np.repeat(np.arange(n) % 3 == 0, 20)
+        a = np.clip(labels * 0.5 + rng.normal(0.3, 0.25, len(index)), 0, 1)
+        b = np.clip(labels * 0.5 + rng.normal(0.3, 0.25, len(index)), 0, 1)
+        return labels, a, b, index
+
+    labels, a, _, index = clips(9)
+    assert paired_ap_noise(labels, a, a, index) == 0.0
+    few = paired_ap_noise(*clips(9))
+    many = paired_ap_noise(*clips(90))
+    assert few > 0 and many < few
+
+
 def test_missing_numbers_are_not_compared() -> None:
     assert promotion.decide({"frame_ap": 0.5}, None, margin=0.0, loss_margin=0.0)[0]  # first model
     ok, reason, _ = promotion.decide({"frame_ap": None, "log_loss": None}, TEACHER, margin=0.0, loss_margin=0.0)

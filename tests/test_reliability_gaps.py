@@ -25,7 +25,7 @@ from autoclip import cli, config, media, render, store
 from autoclip.child import run_child
 from autoclip.daemon import HEARTBEAT_LIMIT, Daemon, Worker, intake
 from autoclip.errors import MediaError
-from autoclip.fsutil import TMP_PREFIX
+from autoclip.fsutil import NAME_MAX, TMP_PREFIX
 from autoclip.jobs import JobStore, new_job_id
 from autoclip.selection import Segment
 from autoclip.watcher import Candidate, InboxFilter, InboxWatcher
@@ -519,13 +519,7 @@ LONG_NAMES = {
 }
 
 
-@pytest.mark.parametrize("kind", [
-    "ascii",
-    pytest.param("multibyte", marks=pytest.mark.xfail(
-        strict=True, raises=OSError,
-        reason="known bug: render.safe_name cuts the stem at 80 characters, not bytes; 80 three-byte characters "
-               "+ '-' + job id + '.segments.json' is 277 bytes: ENAMETOOLONG, no reel")),
-])
+@pytest.mark.parametrize("kind", ["ascii", "multibyte"])
 def test_item24_a_255_byte_name_gives_a_reel_named_from_the_job_id(kind: str, mkv: Path, tmp_path: Path) -> None:
     name = LONG_NAMES[kind]
     assert 250 <= len(name.encode()) <= 255
@@ -543,21 +537,37 @@ def test_item24_a_255_byte_name_gives_a_reel_named_from_the_job_id(kind: str, mk
     assert all(len(p.name.encode()) <= 255 for p in cfg.path("reels").iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: '<name>.reason.json' is 12 bytes longer than the name, so a "
-                                       "failed file whose name is over 243 bytes gets no reason file (ENAMETOOLONG)")
-@pytest.mark.expect_errors(r"^failed \(not_media\)", r"^cannot write the reason file")
-def test_item24_a_failed_255_byte_name_still_gets_its_reason_file(tmp_path: Path) -> None:
-    _, cfg = deployment(tmp_path / "deploy")
+def test_item24_every_name_made_from_a_reel_name_fits_255_bytes(tmp_path: Path) -> None:
+    worst = render.reel_name("ス" * 200 + "a" * 200 + ".mkv", "x" * 100)
+    assert worst.endswith("-" + "x" * 24)
+    names = [p.name for p in render._outputs(tmp_path, worst).values()]
+    names += [f"{TMP_PREFIX}old-{n}" for n in names]  # _publish_dir, replacing an earlier folder
+    assert max(len(n.encode()) for n in names) <= NAME_MAX
+    assert render.safe_name("スa" * 60, 80) == "スa" * 20  # 80 bytes: a character is never split
+
+
+@pytest.mark.parametrize("kind", ["ascii", "multibyte"])
+@pytest.mark.expect_errors(r"\(not_media\)")
+def test_item24_a_failed_255_byte_name_still_gets_its_reason_file(kind: str, tmp_path: Path, capsys) -> None:
+    path, cfg = deployment(tmp_path / "deploy")
     conn = store.connect(cfg.path("database"))
+    failed, name = cfg.path("failed"), LONG_NAMES[kind]
     try:
         jobs = JobStore(cfg, conn)
-        name = LONG_NAMES["ascii"]
-        job, _ = jobs.submit(drop(cfg, name, b"not a video\n" * 10))
-        jobs.begin(job)
-        assert jobs.fail(job, "not_media", "not a video", retry=False) == "failed"
-        failed = cfg.path("failed")
-        assert (failed / name).exists()
-        reasons = [p for p in failed.iterdir() if p.name.endswith(".reason.json")]
-        assert len(reasons) == 1 and json.loads(reasons[0].read_text())["job"] == job.id
+        for _ in range(2):  # the second time its shortened name is taken: another one, still unique
+            job, _ = jobs.submit(drop(cfg, name, os.urandom(200)))
+            jobs.begin(job)
+            assert jobs.fail(job, "not_media", "not a video", retry=False) == "failed"
     finally:
         conn.close()
+    moved = sorted(p for p in failed.iterdir() if not p.name.endswith(".reason.json"))
+    assert len(moved) == 2 and all(p.suffix == ".mp4" and len(p.name.encode()) <= 243 for p in moved)
+    for p in moved:  # each beside its reason file, which keeps the original name
+        reason = json.loads((failed / f"{p.name}.reason.json").read_text())
+        assert reason["file"] == name and reason["moved_to"] == str(p)
+    assert cli.main(["--config", str(path), "status", "--json"]) == 0  # lists the names in the failed folder
+    listed = [f["name"] for f in json.loads(capsys.readouterr().out)["failures"]]
+    assert sorted(listed) == [p.name for p in moved]
+    assert cli.main(["--config", str(path), "retry", moved[0].name]) == 0  # back under its original name
+    assert (cfg.path("inbox") / name).exists() and not moved[0].exists()
+    assert not (failed / f"{moved[0].name}.reason.json").exists() and (failed / f"{moved[1].name}.reason.json").exists()

@@ -267,6 +267,8 @@ def test_cli_train_json_and_models_commands(dep: Deployment, capsys: pytest.Capt
     assert set(listed) == {first["model"], second}
     rc, out, _ = _cli(capsys, dep.cfg_path, "models", "show", first["model"])
     assert rc == 0 and "checksum ok" in out
+    crops = dep.registry.metrics(first["model"])["crops"]  # no [frames] crop: every clip uses the whole frame
+    assert crops["whole"] == sum(crops.values()) > 0 and f"face cam   {crops['whole']} whole frame" in out
     current_before = dep.registry.current_id()
     other = first["model"] if current_before == second else second
     assert _cli(capsys, dep.cfg_path, "models", "promote", other)[0] == 0

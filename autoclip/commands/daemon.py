@@ -99,7 +99,7 @@ def daemon_running(cfg: Any) -> bool:
 
 
 def collect_status(cfg: Any, failures: int = 10) -> dict[str, Any]:
-    from autoclip import scheduler, store
+    from autoclip import cropbox, scheduler, store
     from autoclip.jobs import ACTIVE, JobStore
 
     conn = store.connect(cfg.path("database"))
@@ -107,6 +107,7 @@ def collect_status(cfg: Any, failures: int = 10) -> dict[str, Any]:
         jobs = JobStore(cfg, conn)
         running = jobs.list(ACTIVE, limit=1)
         alive = daemon_running(cfg)
+        no_cam = cropbox.not_found(conn, limit=None, cfg=cfg)
         return _cluster(cfg) | {
             "daemon": {
                 "running": alive,
@@ -119,6 +120,8 @@ def collect_status(cfg: Any, failures: int = 10) -> dict[str, Any]:
             "running": _job_brief(running[0]) if running and alive else None,
             "failures": _failures(jobs, failures),
             "ignored": _ignored(conn) if alive else {"count": 0, "files": []},
+            "facecam_not_found": no_cam[:FACECAM_LISTED],
+            "facecam_not_found_count": len(no_cam),
             "review_backlog": _review_backlog(conn),
             "model": _model(cfg),
             "retrain": scheduler.status(cfg, conn),
@@ -160,6 +163,8 @@ def _job_brief(job: Any) -> dict[str, Any]:
     }
 
 
+#: VODs with crop = "auto" whose face cam was not found (whole frame) that `status --json` lists, newest first
+FACECAM_LISTED = 50
 #: how far back `autoclip status` lists failures
 FAILURE_DAYS = 7
 #: what to do about a failure, by reason code (the reason itself says what went wrong)
@@ -252,6 +257,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
             print(f"          {f['file']}: {f['reason']}")
         if ign["count"] > 5:
             print(f"          ... and {ign['count'] - 5} more (`autoclip status --json` lists {len(ign['files'])})")
+    _print_facecam(st["facecam_not_found"], st["facecam_not_found_count"])
     print(f"review    {st['review_backlog']} pending")
     m = st["model"]
     if m:
@@ -280,6 +286,19 @@ def cmd_retry(args: argparse.Namespace, ctx: Context) -> int:
     how = "the daemon tries it again" if daemon_running(cfg) else "the daemon tries it again when it starts"
     print(f"moved {args.name} back to {dst}: {how}")
     return 0
+
+
+def _print_facecam(vods: list[dict[str, Any]], count: int, shown: int = 10) -> None:
+    """The VODs where no face cam was found with confidence (crop = "auto"): they use the whole frame."""
+    if not count:
+        return
+    print(f"face cam  not found with confidence in {count} VOD(s): they use the whole frame "
+          "(`autoclip crop VOD --at TIME`, then a [frames.profiles.NAME] box):")
+    for v in vods[:shown]:
+        conf = "?" if v["confidence"] is None else f"{v['confidence']:.2f}"
+        print(f"          {v['name']}: confidence {conf}, {v['reason'] or 'no reason given'} ({when(v['detected'])})")
+    if count > shown:
+        print(f"          ... and {count - shown} more (`autoclip status --json` lists {len(vods)})")
 
 
 def _print_cluster(c: dict[str, Any] | None) -> None:

@@ -131,14 +131,16 @@ def cmd_export(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
     from autoclip import labels
+    from autoclip.cropbox import describe_sources
 
-    st = labels.stats(_connect(ctx))
+    st = labels.stats(_connect(ctx), ctx.config)
     if args.json:
         emit_json(st)
         return 0
     print(f"{st['labels']} label(s), {st['total_seconds']:.1f} s in all")
     for name, v in st["per_label"].items():
         print(f"  {name:9}  {v['count']:>6}  {v['seconds']:>10.1f} s")
+    print(f"face-cam box: {describe_sources(st['crops'])}")
     print(f"{len(st['vods'])} VOD(s):")
     for v in st["vods"]:
         flag = "" if v["exists"] == "ok" else f"  [{v['exists']}]"

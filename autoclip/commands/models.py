@@ -103,6 +103,7 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    from autoclip.cropbox import describe_sources
     from autoclip.errors import ModelError
 
     reg = _registry(ctx)
@@ -132,6 +133,8 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         print(f"             clip AP {_f(s.get('ap'))}  precision {_f(s.get('precision'))}  recall {_f(s.get('recall'))}"
               f"  F1 {_f(s.get('f1'))}  confusion {s.get('confusion')}")
     _print_comparison(m.get("comparison") or {}, (m.get("current") or {}).get("id"))
+    crops = m.get("crops")
+    print(f"  face cam   {describe_sources(crops) + ' (clips per box source)' if crops else 'not recorded (trained before it was)'}")
     print(f"  gate       {_gate_line(meta)}")
     decision = meta.get("decision") or {}
     if decision:
