@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from score_render import ensure_long  # the same 1-hour join (benchmarks/ is on sys.path)
+
 from autoclip import facecam, media, synthcam
-from autoclip.fsutil import atomic_path
-from autoclip.render import concat_list
 
 CACHE = Path(tempfile.gettempdir()) / "autoclip-bench" / "facecam"
 SPEC = synthcam.CamSpec(1280, 720, "br", frac=0.25, face="astronaut", border=4, minimap=True,
@@ -39,18 +38,6 @@ def ensure_base() -> Path:
         made.replace(vod)
         Path(str(made) + ".json").unlink(missing_ok=True)
     return vod
-
-
-def ensure_long(path: Path, base: Path, copies: int) -> Path:
-    if not path.exists():
-        print(f"joining {copies} copies of {base.name} into {path.name}...", flush=True)
-        listing = path.with_suffix(".ffconcat")
-        listing.write_text(concat_list([base] * copies))
-        with atomic_path(path) as tmp:
-            subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
-                            "-c", "copy", "-f", "mp4", str(tmp)], check=True)
-        listing.unlink()
-    return path
 
 
 def bench(label: str, vod: Path, rounds: int) -> float:
