@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import waiting
 
 from autoclip import synth
 from autoclip.daemon import health_problems
@@ -100,12 +101,8 @@ class Daemon:
 
 
 def wait_for(pred, timeout: float = 30.0, every: float = 0.2) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(every)
-    return bool(pred())
+    """Polls less often than the shared helper by default: a poll here often reads the job list."""
+    return waiting.wait_for(pred, timeout, every)
 
 
 @pytest.fixture(scope="module")

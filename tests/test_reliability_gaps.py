@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_media import first_per_bin, packet_times
+from waiting import wait_for
 
 from autoclip import cli, config, media, render, store
 from autoclip.child import run_child
@@ -49,15 +50,6 @@ def drop(cfg: config.Config, name: str, data: bytes) -> Candidate:
     p = cfg.path("inbox") / name
     p.write_bytes(data)
     return Candidate(p, os.lstat(p))
-
-
-def wait_for(pred, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def gone(pid: int) -> bool:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from autoclip.fsutil import TMP_PREFIX
 from autoclip.watcher import Candidate, InboxFilter, InboxWatcher, StabilityTracker, junk_reason
@@ -150,15 +151,6 @@ def live(tmp_path: Path):
     stop.set()
     t.join(5)
     assert not t.is_alive()
-
-
-def wait_for(pred, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def test_slow_writer_is_taken_once_after_writing_stops(live) -> None:
