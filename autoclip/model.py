@@ -1,6 +1,6 @@
 """The highlight classifier: a ResNet-18 on the frame, a small CNN on the log-mel window, fused late.
 
-With ``dims.context = k > 0`` (the default for new models) each frame is embedded once, and a
+With ``dims.context = k > 0`` (``model.context``; 0, off, by default) each frame is embedded once, and a
 temporal layer per branch looks at the k embeddings before and after it (about a second at 4
 fps); a small *motion* CNN on frame differences of a grey thumbnail sees shakes, zooms and
 flashes that no single frame shows. Each branch also has its own auxiliary head, used only in
