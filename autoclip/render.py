@@ -26,9 +26,11 @@ import subprocess
 import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, TypeVar
 
 from autoclip import graphs
 from autoclip.config import Config, RenderConfig
@@ -323,13 +325,38 @@ def segment_gains(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg:
     target = cfg.render.loudness
     if target == "none" or not st.has_audio:
         return None
+
+    def measure(seg: Segment) -> tuple[graphs.Gain, Any]:
+        return loudness.segment_gain(vod, seg.start, clip_duration(seg, st.fps_value), float(target), st.ffmpeg)
+
     gains = {}
-    for i, seg in enumerate(segments, 1):
-        gains[i], measured = loudness.segment_gain(vod, seg.start, clip_duration(seg, st.fps_value),
-                                                   float(target), st.ffmpeg)
+    for i, (gain, measured) in enumerate(_in_parallel(measure, segments), 1):
+        gains[i] = gain
         log.debug("segment %d: %.1f LUFS, %.1f dBTP -> gain %+.1f dB%s", i, measured.integrated,
-                  measured.true_peak, gains[i].db, " + limiter" if gains[i].limit else "")
+                  measured.true_peak, gain.db, " + limiter" if gain.limit else "")
     return gains
+
+
+#: ffmpeg processes a reel runs at once: one process leaves a core idle while it starts, seeks
+#: to its keyframe and flushes; two hide that (a reel's cost follows its length, not its count)
+RENDER_WORKERS = 2
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _in_parallel(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``[fn(x) for x in items]``, ``RENDER_WORKERS`` at a time, in order. On the first error the
+    calls not yet started are cancelled, and it is raised once those already running have ended."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    pool = ThreadPoolExecutor(max_workers=RENDER_WORKERS, thread_name_prefix="render")
+    try:
+        futures = [pool.submit(fn, x) for x in items]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def clip_file_name(index: int, segment: Segment) -> str:
@@ -340,8 +367,8 @@ def clip_file_name(index: int, segment: Segment) -> str:
 def render_clips(vod: str | os.PathLike[str], segments: Sequence[Segment], st: ClipSettings,
                  work: Path, gains: dict[int, graphs.Gain] | None = None) -> list[Path]:
     """Encode each segment to ``work``/NN.mp4; returns the clip paths in order."""
-    clips = []
-    for i, seg in enumerate(segments, 1):
+    def cut(job: tuple[int, Segment]) -> Path:
+        i, seg = job
         textfile = None
         if st.overlay:
             textfile = work / f"overlay-{i:03d}.txt"
@@ -350,8 +377,9 @@ def render_clips(vod: str | os.PathLike[str], segments: Sequence[Segment], st: C
         log.info("clip %d/%d: %s-%s (score %.2f)", i, len(segments), hms(seg.start), hms(seg.end), seg.score)
         run_ffmpeg(clip_command(vod, seg, out, st, textfile, (gains or {}).get(i)),
                    f"cutting clip {i} ({hms(seg.start)})", timeout=120 + 30 * clip_duration(seg, st.fps_value))
-        clips.append(out)
-    return clips
+        return out
+
+    return _in_parallel(cut, list(enumerate(segments, 1)))
 
 
 def _publish_dir(files: list[Path], target: Path) -> list[Path]:

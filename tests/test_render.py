@@ -274,3 +274,34 @@ def test_published_files_get_the_umask_permissions(vods, tmp_path):
         assert current_umask() == 0o007
     finally:
         os.umask(before)
+
+
+def test_clips_are_cut_two_at_a_time_in_order_and_a_failure_stops_the_rest() -> None:
+    import threading
+    import time
+
+    running, most, lock = [0], [0], threading.Lock()
+
+    def work(x: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return x * x
+
+    assert render._in_parallel(work, list(range(8))) == [x * x for x in range(8)]
+    assert most[0] == render.RENDER_WORKERS
+    started = []
+
+    def failing(x: int) -> int:
+        started.append(x)
+        time.sleep(0.05)
+        if x == 1:
+            raise MediaError("cutting clip 2 failed")
+        return x
+
+    with pytest.raises(MediaError, match="clip 2"):
+        render._in_parallel(failing, list(range(10)))
+    assert len(started) < 10  # the clips not yet started when clip 2 failed were never cut
