@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from autoclip import graphs
 from autoclip.config import Config, RenderConfig
@@ -326,7 +326,7 @@ def segment_gains(vod: str | os.PathLike[str], segments: Sequence[Segment], cfg:
     if target == "none" or not st.has_audio:
         return None
 
-    def measure(seg: Segment) -> tuple[graphs.Gain, Any]:
+    def measure(seg: Segment) -> tuple[graphs.Gain, loudness.Loudness]:
         return loudness.segment_gain(vod, seg.start, clip_duration(seg, st.fps_value), float(target), st.ffmpeg)
 
     gains = {}
