@@ -121,7 +121,8 @@ class SampleReader:
     def __init__(self, path: str | os.PathLike[str], cfg: Config, *, start: float = 0.0,
                  end: float | None = None, info: media.ProbeInfo | None = None,
                  crop: tuple[int, int, int, int] | None | str = "auto",
-                 batch: int | None = None, audio_from: float | None = None) -> None:
+                 batch: int | None = None, audio_from: float | None = None,
+                 audio: media.AudioStream | None = None) -> None:
         self.path = path
         self.cfg = cfg
         self.start, self.end = start, end
@@ -136,6 +137,9 @@ class SampleReader:
         #: sample exactly as a whole pass decodes it: an AAC decoder's noise substitution depends on
         #: where decoding began, so audio decoded from a seek point differs slightly in places.
         self.audio_from = audio_from
+        #: an audio stream of this VOD already open and read forward by the caller (not closed
+        #: here; no loudness track is kept): the cascade's stage 2 reads all its windows from one
+        self.audio = audio
         self._track: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0, dtype=np.float32))
 
     @property
@@ -146,7 +150,10 @@ class SampleReader:
         a = self.cfg.audio
         margin = a.window / 2 + 0.05  # a window may start half a hop before its centre - window / 2
         stream = None
-        if self.info.has_audio:
+        if self.audio is not None:
+            stream = self.audio
+            _skip_audio(stream, int(round(aligned_audio_start(self.start - margin) * a.sample_rate)))
+        elif self.info.has_audio:
             first = aligned_audio_start(self.start - margin)
             begin = first if self.audio_from is None else min(aligned_audio_start(self.audio_from), first)
             stream = media.AudioStream(self.path, a.sample_rate, begin,
@@ -158,12 +165,12 @@ class SampleReader:
         try:
             for fb in frames:
                 yield self._pair(fb, stream)
-            if stream is not None:
+            if stream is not None and self.audio is None:
                 stream.read_to_end()
                 self._track = stream.loudness_track
         finally:
             frames.close()  # a consumer that stops early stops both ffmpeg processes at once
-            if stream is not None:
+            if stream is not None and self.audio is None:
                 stream.close()
 
     def _pair(self, fb: media.FrameBatch, stream: media.AudioStream | None) -> SampleBatch:
@@ -179,7 +186,7 @@ def _skip_audio(stream: media.AudioStream, upto: int) -> None:
     """Read and drop the stream's samples before absolute index ``upto``, a few seconds at a time
     (memory stays bounded; the loudness track still covers them)."""
     step = 8 * stream.sr
-    pos = int(round(stream.start * stream.sr))
+    pos = stream.position
     while pos < upto:
         pos = min(upto, pos + step)
         stream.samples(pos, pos)

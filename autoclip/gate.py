@@ -4,8 +4,12 @@ A small head (``GateHead``) reads the model's own audio embedding (its log-mel b
 has one) plus four loudness statistics of the same log-mel window, and gives a probability that
 the moment is a highlight. It is trained in the same training run as the model, after the model
 is fitted (the model's weights stay as they are), on the training split's samples; its threshold
-is chosen on the validation split's highlight frames so that at least ``RECALL`` of them pass,
-then lowered by ``SLACK`` logits (a few validation clips do not show every kind of highlight).
+is chosen on the validation split's highlight frames so that at least ``RECALL`` of them fall
+inside stage 2's windows, then lowered by ``SLACK`` logits (a few validation clips do not show
+every kind of highlight). A frame is inside when a gate value at or above the threshold lies
+within the window margin (``margin_frames`` sampled frames) of it in the same labelled range,
+as ``cascade.candidate_windows`` decodes around every passing time: the quiet first seconds of a
+highlight need not pass themselves when its loud moment does.
 Head and threshold are saved in the model's checkpoint (``gate.*`` tensors in its weights file,
 ``gate`` in its model.json), so a model and its gate never drift apart.
 
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 RECALL = 0.99
 #: the threshold is this many logits below the validation quantile (odds / 7.4)
 SLACK = 2.0
+#: the gate runs on every STRIDE-th sampled frame (its 1-s log-mel window overlaps the next
+#: frame's by 75 % at 4 fps); a frame in between takes the larger of its two neighbours' values
+STRIDE = 2
 HIDDEN = 16
 STEPS = 300
 #: augmented copies of the training samples the gate also sees
@@ -122,10 +129,73 @@ def _inputs(net: HighlightNet, mels: np.ndarray, gen: torch.Generator | None = N
     return torch.cat(out) if out else torch.zeros(0, n_features(net))
 
 
-def train_gate(net: HighlightNet, train: SplitData, val: SplitData, *, seed: int = 0) -> dict[str, Any] | None:
+def covered(prob: np.ndarray, seg: np.ndarray, margin_frames: int) -> np.ndarray:
+    """Per sample: the largest gate probability within ``margin_frames`` samples of it in the same
+    segment (a run of consecutive sampled frames). A window threshold at or below it decodes it."""
+    out = prob.astype(np.float64).copy()
+    n = len(prob)
+    for k in range(1, max(0, margin_frames) + 1):
+        if k >= n:
+            break
+        same = seg[k:] == seg[:-k]
+        out[:-k] = np.where(same, np.maximum(out[:-k], prob[k:]), out[:-k])
+        out[k:] = np.where(same, np.maximum(out[k:], prob[:-k]), out[k:])
+    return out
+
+
+def evaluated(times: np.ndarray, fps: float) -> np.ndarray:
+    """Which frame times of a stage-1 grid the gate runs on: those in every STRIDE-th 1/fps bin,
+    counted from the file's start (so a range and a whole run agree), plus any frame whose
+    previous one is two or more bins back (never two skipped in a row) and the first."""
+    k = np.floor(np.asarray(times, dtype=np.float64) * fps + 1e-6).astype(np.int64)
+    keep = k % STRIDE == 0
+    if len(k):
+        keep[0] = True
+        keep[1:] |= (k[1:] - k[:-1]) >= 2
+    return keep
+
+
+def spread(values: np.ndarray, keep: np.ndarray, seg: np.ndarray | None = None) -> np.ndarray:
+    """Per frame: its gate value where it was ``evaluated``, else the larger of its neighbours'
+    (within the same segment when ``seg`` is given). ``values`` holds the evaluated frames' values."""
+    out = np.zeros(len(keep), dtype=np.float32)
+    out[keep] = values
+    idx = np.flatnonzero(~keep)
+    if len(idx):
+        out[idx] = out[idx - 1]  # the previous frame was evaluated (never two skipped in a row)
+        nxt = idx + 1
+        ok = nxt < len(keep)
+        ok[ok] &= keep[nxt[ok]] & (True if seg is None else seg[nxt[ok]] == seg[idx[ok]])
+        out[idx[ok]] = np.maximum(out[idx[ok]], out[nxt[ok]])
+    return out
+
+
+def strided_cover(prob: np.ndarray, seg: np.ndarray, margin_frames: int) -> np.ndarray:
+    """``covered`` as stage 1 sees it: the gate run on every other frame of each segment (both
+    phases tried, the worse kept per frame), the frames between filled by ``spread``."""
+    pos = _positions(seg)
+    out = None
+    for phase in range(STRIDE):
+        keep = (pos % STRIDE == phase) | (pos == 0)
+        cov = covered(spread(prob[keep], keep, seg), seg, margin_frames)
+        out = cov if out is None else np.minimum(out, cov)
+    return out if out is not None else prob
+
+
+def _positions(seg: np.ndarray) -> np.ndarray:
+    """Each sample's index within its run of equal ``seg`` values."""
+    idx = np.arange(len(seg))
+    first = np.ones(len(seg), dtype=bool)
+    first[1:] = seg[1:] != seg[:-1]
+    return idx - np.maximum.accumulate(np.where(first, idx, 0))
+
+
+def train_gate(net: HighlightNet, train: SplitData, val: SplitData, *, seed: int = 0,
+               margin_frames: int = 0) -> dict[str, Any] | None:
     """Fit a gate head on ``net``'s audio features of the training samples, choose its threshold
-    on the validation highlight frames, attach it to ``net`` (as ``net.gate``) and return what
-    goes into model.json. None (and no gate) when a split lacks highlights."""
+    on the validation highlight frames (inside stage 2's windows, ``margin_frames`` samples on each
+    side of a passing one), attach it to ``net`` (as ``net.gate``) and return what goes into
+    model.json. None (and no gate) when a split lacks highlights."""
     human = val.clip_index >= 0
     val_pos = human & (val.targets >= 0.5)
     if len(train) == 0 or not np.any(train.targets >= 0.5) or not np.any(val_pos):
@@ -154,6 +224,8 @@ def train_gate(net: HighlightNet, train: SplitData, val: SplitData, *, seed: int
     net.gate = head
     with torch.inference_mode():
         p_val = torch.sigmoid(head(_inputs(net, val.mels[human]))).numpy()
+    assert val.seg is not None
+    p_val = strided_cover(p_val, val.seg[human], margin_frames)
     labels = val.targets[human] >= 0.5
     positives = np.sort(p_val[labels])
     # the largest threshold that keeps at least RECALL of the validation highlight frames, less
@@ -168,8 +240,10 @@ def train_gate(net: HighlightNet, train: SplitData, val: SplitData, *, seed: int
         "val_highlight_frames": int(len(positives)),
         "val_normal_pass": float(np.mean(negatives >= threshold)) if len(negatives) else None,
         "features": int(x.shape[1]), "hidden": HIDDEN, "train_loss": float(loss.detach()),
+        "margin_frames": int(margin_frames),
     }
-    log.info("audio gate: threshold %.4f keeps %.1f%% of %d validation highlight frames and %s of normal ones",
+    log.info("audio gate: threshold %.4f puts %.1f%% of %d validation highlight frames in stage 2's windows, "
+             "and %s of normal ones",
              threshold, 100 * info["val_recall"], len(positives),
              "n/a" if info["val_normal_pass"] is None else f"{100 * info['val_normal_pass']:.0f}%")
     return info

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from autoclip import compare, cropbox, gate, metrics, promotion
+from autoclip import cascade, compare, cropbox, gate, metrics, promotion
 from autoclip.config import Config
 from autoclip.errors import LabelError, ModelError
 from autoclip.fitting import FitResult, SplitData, evaluate, fit, load_split, segments_from_times
@@ -261,7 +261,8 @@ def _finish(cfg: Config, conn: sqlite3.Connection, registry: Registry, net: High
                    # the face-cam box source of every clip (stored detections: decoding stored them)
                    "crops": cropbox.clip_sources([c for s in splits.values() for c in s], cfg, conn),
                    "seconds": {"fit": fitted.seconds, "total": time.monotonic() - started}}
-    gate_info = gate.train_gate(net, data["train"], data["val"], seed=cfg.train.seed)  # saved as net.gate
+    gate_info = gate.train_gate(net, data["train"], data["val"], seed=cfg.train.seed,  # saved as net.gate
+                                margin_frames=cascade.margin_frames(cfg))
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "plots-", dir=registry.root) as tmp:
         files = _plots(Path(tmp), data, fitted, val_clips, val_frames, test_clips, val)
         files.append(compare.write_clips_record(Path(tmp), splits))

@@ -144,3 +144,38 @@ def test_no_audio_falls_back_to_dense_with_one_log_line(trained, tmp_path: Path,
     lines = [r.getMessage() for r in caplog.records if "no audio" in r.getMessage()]
     assert len(lines) == 1 and "dense" in lines[0]
     assert got.stats["mode"] == "dense" and len(got.times) == 60
+
+
+def test_gate_threshold_counts_frames_inside_stage_2_windows() -> None:
+    """A validation frame counts as decoded when a passing gate value lies within the window
+    margin in the same labelled range, as candidate_windows decodes around passing times."""
+    from autoclip.gate import covered
+
+    prob = np.array([0.1, 0.9, 0.2, 0.1, 0.1, 0.3, 0.05], dtype=np.float32)
+    seg = np.array([0, 0, 0, 0, 0, 1, 1])
+    np.testing.assert_allclose(covered(prob, seg, 0), prob)
+    # two frames each side: the 0.9 covers frames 0-3; the range ends at frame 4, so 0.3 (range 1)
+    # covers frames 5-6 only
+    np.testing.assert_allclose(covered(prob, seg, 2), [0.9, 0.9, 0.9, 0.9, 0.2, 0.3, 0.3], rtol=1e-6)
+    cfg = config.from_dict({"selection": {"smooth": 2.0}, "frames": {"fps": 4.0}})
+    assert cascade.margin_frames(cfg) == 6  # (2.0 / 2 + 0.5) s x 4 fps
+
+
+def test_the_gate_runs_on_every_other_frame_and_fills_the_rest() -> None:
+    from autoclip.gate import evaluated, spread, strided_cover
+
+    fps = 4.0
+    times = np.arange(10) / fps + 0.01
+    keep = evaluated(times, fps)
+    assert keep.tolist() == [True, False] * 5
+    # a range starting on an odd bin evaluates its first frame; later frames follow the file's bins
+    assert evaluated(times[3:], fps).tolist() == [True, True, False, True, False, True, False]
+    # sparse frames (a 2 fps source): never two skipped in a row, so none is skipped here
+    assert evaluated(np.arange(6) / 2.0 + 0.25, fps).all()
+    filled = spread(np.array([0.1, 0.8, 0.2, 0.1, 0.6], dtype=np.float32), keep)
+    np.testing.assert_allclose(filled, [0.1, 0.8, 0.8, 0.8, 0.2, 0.2, 0.1, 0.6, 0.6, 0.6])
+    # calibration: both phases tried, the worse coverage kept; ranges never share values
+    prob = np.array([0.9, 0.1, 0.1, 0.1, 0.7, 0.1], dtype=np.float32)
+    seg = np.array([0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(strided_cover(prob, seg, 0), [0.9, 0.1, 0.1, 0.1, 0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(strided_cover(prob, seg, 1), [0.9, 0.9, 0.1, 0.1, 0.1, 0.1], rtol=1e-6)

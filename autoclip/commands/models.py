@@ -150,7 +150,8 @@ def _gate_line(meta: dict[str, Any]) -> str:
         return "none (cascade scoring scores this model's VODs densely; retrain to get one)"
     normal = gate.get("val_normal_pass")
     return (f"threshold {gate['threshold']:.4f}: keeps {100 * gate['val_recall']:.1f}% of "
-            f"{gate['val_highlight_frames']} validation highlight frames (target {100 * gate['recall_target']:.0f}%)"
+            f"{gate['val_highlight_frames']} validation highlight frames in stage 2's windows "
+            f"(target {100 * gate['recall_target']:.0f}%)"
             + ("" if normal is None else f" and {100 * normal:.0f}% of normal ones"))
 
 

@@ -382,6 +382,11 @@ class AudioStream:
             out[lo - s0: hi - s0] = self._buf[lo - self._pos: hi - self._pos]
         return out
 
+    @property
+    def position(self) -> int:
+        """Absolute index of the earliest sample still held (reads before it return zeros)."""
+        return self._pos
+
     def window(self, t0: float, t1: float) -> np.ndarray:
         """Samples covering [t0, t1), zero-padded outside the audio. ``t0`` must not decrease."""
         s0 = int(round(t0 * self.sr))
