@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 STAGE1_BATCH = 256
 #: candidate windows closer than this many seconds are decoded as one
 MERGE_GAP = 3.0
-#: seconds added around candidates beyond the selection's smoothing half-width
+#: seconds added around candidates beyond the selection's smoothing half-width (they also hold
+#: a temporal model's context, up to this many seconds of it)
 EXTRA_MARGIN = 0.5
 #: scores outside the windows stay below this fraction of selection.low_threshold: under the
 #: selection thresholds and under nearly every score the full model gives inside a window (a
@@ -179,8 +180,8 @@ def outside_scores(gate: np.ndarray, threshold: float, cfg: Config) -> np.ndarra
 def _window_batches(path: str | os.PathLike[str], cfg: Config, info: ProbeInfo, windows: Windows,
                     batch: int, audio_from: float) -> Iterator[SampleBatch]:
     """The samples of every window: frames from one input-seeking decode per window, audio from
-    one stream read forward from ``audio_from`` through all of them (as a dense pass from there
-    decodes it, and without an audio decoder started and seeked per window)."""
+    one stream read forward through all of them from the first window (or ``audio_from``, if
+    later), without an audio decoder started and seeked per window."""
     from autoclip import media
     from autoclip.features import SampleReader, aligned_audio_start
 
@@ -190,7 +191,8 @@ def _window_batches(path: str | os.PathLike[str], cfg: Config, info: ProbeInfo, 
     # more and keep the span's own frames
     extra = 1.0 / cfg.frames.fps
     half = cfg.audio.window / 2 + 0.05
-    audio = media.AudioStream(path, cfg.audio.sample_rate, aligned_audio_start(audio_from - half),
+    audio = media.AudioStream(path, cfg.audio.sample_rate,
+                              aligned_audio_start(max(audio_from, windows.spans[0][0]) - half),
                               windows.spans[-1][1] + extra + half, cfg.media) if info.has_audio else None
     try:
         for a, b in windows.spans:
@@ -246,8 +248,12 @@ def score_cascade(path: str | os.PathLike[str], cfg: Config, loaded: LoadedModel
     outside = ~windows.contains(times)
     t1 = time.monotonic()
     got_t, got_s, model_s = [], [], 0.0
-    # one stream per window, read with a temporal model's neighbours on each side (then dropped)
-    reads = _padded(windows, (halo(loaded.net) if loaded.net.dims.context else 0) / cfg.frames.fps, info.duration)
+    # one stream per window, read with whatever a temporal model's neighbours need beyond the
+    # EXTRA_MARGIN that already lies between a candidate and the window's edge (then dropped):
+    # the frames within reach of a candidate's smoothing get their whole context; only the last
+    # context frames at a window's edge see an edge (0 extra seconds for 2 frames at 4 fps)
+    pad = max(0.0, (halo(loaded.net) if loaded.net.dims.context else 0) / cfg.frames.fps - EXTRA_MARGIN)
+    reads = _padded(windows, pad, info.duration)
     stream, last = StreamScorer(loaded.net, batch=cfg.frames.batch), -math.inf
     for fb in prefetch(_window_batches(path, cfg, info, reads, cfg.frames.batch, lo), prefetch_depth):
         t = time.monotonic()
