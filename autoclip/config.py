@@ -147,7 +147,7 @@ class ModelConfig(Section):
     kind: Literal["fused", "frames", "audio"] = Field("fused", description="which branches to use: frame ResNet-18, log-mel CNN, or both fused late")
     pretrained: str = Field("none", description="'imagenet' (torchvision weights from the local cache or download), 'none', or a path to a state dict")
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the fusion head")
-    context: int = Field(0, ge=0, le=8, description="neighbouring frames on each side a temporal layer sees (2 at 4 fps: about a second); 0 (default): each frame alone. 2 made the realistic benchmark's review loop learn better but is unstable on generated VODs (see the README's learning notes)")
+    context: int = Field(2, ge=0, le=8, description="neighbouring frames on each side a temporal layer sees (2, the default, at 4 fps: about a second); 0: each frame alone (the earlier single-frame network). A temporal model trains on independently drawn frames first, then on whole segments with batch-norm statistics and the per-frame parts frozen (see the README's learning notes)")
     motion: bool = Field(True, description="with context: a small frame-difference branch beside the ResNet (shakes, zooms, flashes)")
     threads: int = Field(2, ge=1, le=64, description="torch CPU threads")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where scoring runs the model: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu' or 'cuda'")

@@ -1,6 +1,6 @@
 """The highlight classifier: a ResNet-18 on the frame, a small CNN on the log-mel window, fused late.
 
-With ``dims.context = k > 0`` (``model.context``; 0, off, by default) each frame is embedded once, and a
+With ``dims.context = k > 0`` (``model.context``; 2 by default) each frame is embedded once, and a
 temporal layer per branch looks at the k embeddings before and after it (about a second at 4
 fps); a small *motion* CNN on frame differences of a grey thumbnail sees shakes, zooms and
 flashes that no single frame shows. Each branch also has its own auxiliary head, used only in
@@ -251,6 +251,12 @@ class HighlightNet(nn.Module):
     def set_backbone_trainable(self, trainable: bool) -> None:
         for p in self.backbone_parameters():
             p.requires_grad_(trainable)
+
+    def per_frame_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the parts that see one frame at a time (``base``: the ResNet, the audio
+        CNN and their projections), not the temporal layers, the motion branch or the heads."""
+        names = ("frames", "frames_proj", "audio", "audio_proj")
+        return [p for name in names if hasattr(self, name) for p in getattr(self, name).parameters()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -136,9 +136,48 @@ def test_frozen_backbone_then_unfrozen(make_cfg) -> None:
     assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
 
     result = fit(net, data, _random_split(8), cfg, pretrained=True, progress=False)
-    assert [h["frozen"] for h in result.history] == [True, False]
+    assert [(h["phase"], h["frozen"]) for h in result.history] == [("frames", True), ("frames", False), ("segments", False)]
     assert not torch.equal(before["frames.conv1.weight"], net.state_dict()["frames.conv1.weight"])
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_neighbour_rows_stay_inside_their_segment() -> None:
+    from autoclip.fitting import neighbour_rows
+
+    seg = np.array([0, 0, 0, 1, 2, 2])
+    assert neighbour_rows(seg, np.array([0, 1, 2, 3, 4, 5])).tolist() == [
+        [0, 0, 1], [0, 1, 2], [1, 2, 2], [3, 3, 3], [4, 4, 5], [4, 5, 5]]
+
+
+def test_temporal_fit_learns_frames_first_then_segments_with_batchnorm_and_per_frame_parts_frozen(make_cfg) -> None:
+    from autoclip.fitting import SEGMENT_TRAINS_PER_FRAME, phases, train_one_epoch
+    from autoclip.model import ModelDims, build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelDims(kind="fused", size=32, n_mels=16, mel_frames=21, context=2, motion=True), "none")
+    assert [p.name for p in phases(net, 8)] == ["frames", "segments"] and phases(net, 8)[1].epochs == 4
+    single = build_model(ModelDims(kind="fused", size=32, n_mels=16, mel_frames=21), "none")
+    assert [p.name for p in phases(single, 8)] == ["frames"]
+    data = _random_split(16)
+    data.seg = np.repeat(np.arange(4), 4)
+    cfg = make_cfg({"train": {"batch_size": 8}})
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train_one_epoch(net, data, opt, batch_size=8, pos_weight=1.0, seed=0, cfg=cfg)  # independent frames
+    after = net.state_dict()
+    assert not torch.equal(before["frames.bn1.running_mean"], after["frames.bn1.running_mean"])
+    assert not torch.equal(before["motion.body.1.running_mean"], after["motion.body.1.running_mean"])
+    assert not torch.equal(before["tv.0.weight"], after["tv.0.weight"])
+
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for p in net.per_frame_parameters() if not SEGMENT_TRAINS_PER_FRAME else []:
+        p.requires_grad_(False)
+    train_one_epoch(net, data, opt, batch_size=8, pos_weight=1.0, seed=1, cfg=cfg, segments=True)
+    after = net.state_dict()
+    stats = [k for k in after if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)  # batch-norm statistics frozen
+    assert not torch.equal(before["tv.0.weight"], after["tv.0.weight"])
+    assert SEGMENT_TRAINS_PER_FRAME or torch.equal(before["frames.conv1.weight"], after["frames.conv1.weight"])
 
 
 def test_first_training_saves_promotes_and_records(dep: Deployment) -> None:
@@ -154,7 +193,9 @@ def test_first_training_saves_promotes_and_records(dep: Deployment) -> None:
     for name in ("weights.safetensors", "model.json", "metrics.json", "pr_curve.png", "training.png", "confusion.png"):
         assert (folder / name).stat().st_size > 0, name
     saved = json.loads((folder / "metrics.json").read_text())
-    assert len(saved["history"]) == 2 and saved["history"][0]["images_per_s"] > 0
+    # the default temporal model: 2 passes of independent frames, then 1 of whole segments
+    assert [h["phase"] for h in saved["history"]] == ["frames", "frames", "segments"]
+    assert saved["history"][0]["images_per_s"] > 0
     runs = dep.runs()
     assert [(r["status"], r["model"], r["promoted"], r["trigger"]) for r in runs] == [("done", out["model"], 1, "manual")]
     checks = dep.conn.execute("SELECT COUNT(*) FROM review_items WHERE reason = 'check-label'").fetchone()[0]
