@@ -149,6 +149,7 @@ class ModelConfig(Section):
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the fusion head")
     context: int = Field(2, ge=0, le=8, description="neighbouring frames on each side a temporal layer sees (2, the default, at 4 fps: about a second); 0: each frame alone (the earlier single-frame network). A temporal model trains on independently drawn frames first, then on whole segments with batch-norm statistics and the per-frame parts frozen (see the README's learning notes)")
     motion: bool = Field(True, description="with context: a small frame-difference branch beside the ResNet (shakes, zooms, flashes)")
+    combine: Literal["agree", "fused"] = Field("agree", description="what a fused model with context scores: 'agree', the geometric mean of its fused head's and both branch heads' probabilities (a calm face or a calm voice vetoes), or 'fused', the fused head alone; needs train.aux_weight > 0, else 'fused'")
     threads: int = Field(2, ge=1, le=64, description="torch CPU threads")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where scoring runs the model: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu' or 'cuda'")
 
@@ -172,7 +173,7 @@ class TrainConfig(Section):
     seed: int = Field(0, description="random seed for splits, shuffling and initialisation")
     split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions of labelled clips")
     frames_per_clip: int = Field(16, ge=0, description="cap on training frames per labelled clip, taken as runs of 8 consecutive frames spread over the clip (0: all); validation and test use every frame")
-    modality_dropout: float = Field(0.2, ge=0, le=0.45, description="temporal models (model.context > 0): chance that a training segment hides its audio from the fused head (and the same chance its frames), so neither branch can carry it alone")
+    modality_dropout: float = Field(0.0, ge=0, le=0.45, description="temporal models (model.context > 0): chance that a training segment hides its audio from the fused head (and the same chance its frames); 0 by default: it teaches the fused head to call a highlight from one branch, the opposite of the veto model.combine = 'agree' gives")
     aux_weight: float = Field(0.3, ge=0, le=2, description="temporal models (model.context > 0): weight of each branch's own auxiliary loss beside the fused loss")
     threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for precision/recall/F1 in metrics")
     promote_margin: float = Field(0.02, ge=0, le=1, description="non-inferiority margin: the new model replaces the current one unless its validation frame AP (or reel precision) is lower by more than this; a tie promotes")

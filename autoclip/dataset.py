@@ -50,6 +50,8 @@ class Clip:
     label_id: int
     #: the label answers a review item that was in a reel (reel precision is measured on these)
     in_reel: bool = False
+    #: the label answers a review item (a queued range, padding included), not a range a person drew
+    reviewed: bool = False
 
     @property
     def duration(self) -> float:
@@ -64,7 +66,7 @@ def load_clips(conn: sqlite3.Connection) -> list[Clip]:
     )
     return [
         Clip(r["vod"], r["fingerprint"], float(r["start"]), float(r["end"]), int(r["label"] == "highlight"),
-             int(r["id"]), r["reason"] == "in-reel")
+             int(r["id"]), r["reason"] == "in-reel", r["reason"] is not None)
         for r in rows
     ]
 

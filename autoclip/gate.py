@@ -4,12 +4,17 @@ A small head (``GateHead``) reads the model's own audio embedding (its log-mel b
 has one) plus four loudness statistics of the same log-mel window, and gives a probability that
 the moment is a highlight. It is trained in the same training run as the model, after the model
 is fitted (the model's weights stay as they are), on the training split's samples; its threshold
-is chosen on the validation split's highlight frames so that at least ``RECALL`` of them fall
-inside stage 2's windows, then lowered by ``SLACK`` logits (a few validation clips do not show
-every kind of highlight). A frame is inside when a gate value at or above the threshold lies
-within the window margin (``margin_frames`` sampled frames) of it in the same labelled range,
-as ``cascade.candidate_windows`` decodes around every passing time: the quiet first seconds of a
-highlight need not pass themselves when its loud moment does.
+is chosen on the validation split's highlight *ranges* so that at least ``RECALL`` of them are
+found, then lowered by ``SLACK`` logits (a few validation clips do not show every kind of
+highlight), and by up to ``SLACK`` more while there are fewer than ``FEW_RANGES`` ranges. A
+frame is inside when a gate value at or above the threshold lies within the window margin
+(``margin_frames`` sampled frames) of it in the same labelled range, as
+``cascade.candidate_windows`` decodes around every passing time: the quiet first seconds of a
+highlight need not pass themselves when its loud moment does. A range a person drew (an imported label) is found when every frame of it is
+inside; an answered review item when ``RANGE_SHARE`` (half) of it is: a reviewer marks a queued
+range "highlight" when most of it is one, so up to half of it can be calm padding around the
+moment, and asking for every frame of those drove the threshold to ~0 (everything decoded) once
+answers came in.
 Head and threshold are saved in the model's checkpoint (``gate.*`` tensors in its weights file,
 ``gate`` in its model.json), so a model and its gate never drift apart.
 
@@ -33,10 +38,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: share of the validation highlight frames the gate's threshold lets through
+#: share of the validation highlight ranges the gate's threshold must find
 RECALL = 0.99
+#: an answered review item is found when at least this share of its frames lies inside stage 2's
+#: windows (a reviewer's "highlight" promises no more than that: the rest may be padding); a
+#: range a person drew (an imported label) needs every frame
+RANGE_SHARE = 0.5
 #: the threshold is this many logits below the validation quantile (odds / 7.4)
 SLACK = 2.0
+#: with fewer validation highlight ranges than this, the slack grows by SLACK x (FEW - n) / FEW:
+#: one range says little about the highlights the gate has not seen
+FEW_RANGES = 3
 #: the gate runs on every STRIDE-th sampled frame (its 1-s log-mel window overlaps the next
 #: frame's by 75 % at 4 fps); a frame in between takes the larger of its two neighbours' values
 STRIDE = 2
@@ -182,6 +194,26 @@ def strided_cover(prob: np.ndarray, seg: np.ndarray, margin_frames: int) -> np.n
     return out if out is not None else prob
 
 
+def choose_threshold(found: np.ndarray) -> tuple[float, float]:
+    """(threshold, slack in logits) from the validation highlight ranges' ``range_values``: the
+    largest threshold that finds at least RECALL of them, less SLACK logits for highlights unlike
+    any validation clip, and more while there are fewer than FEW_RANGES of them."""
+    k = int(np.floor((1.0 - RECALL) * len(found)))
+    q = float(np.clip(found[k], 1e-7, 1 - 1e-7))
+    slack = SLACK * (1.0 + max(0, FEW_RANGES - len(found)) / FEW_RANGES)
+    return float(1.0 / (1.0 + np.exp(-(np.log(q / (1 - q)) - slack)))), slack
+
+
+def range_values(cover: np.ndarray, clip_index: np.ndarray, share: dict[int, float]) -> np.ndarray:
+    """Per labelled range (ascending): the largest threshold that puts at least ``share[clip]`` of
+    its frames inside stage 2's windows, from its frames' ``covered`` values."""
+    out = []
+    for c in np.unique(clip_index):
+        values = np.sort(cover[clip_index == c])[::-1]
+        out.append(values[max(1, int(np.ceil(share.get(int(c), 1.0) * len(values)))) - 1])
+    return np.sort(np.asarray(out, dtype=np.float64))
+
+
 def _positions(seg: np.ndarray) -> np.ndarray:
     """Each sample's index within its run of equal ``seg`` values."""
     idx = np.arange(len(seg))
@@ -193,9 +225,10 @@ def _positions(seg: np.ndarray) -> np.ndarray:
 def train_gate(net: HighlightNet, train: SplitData, val: SplitData, *, seed: int = 0,
                margin_frames: int = 0) -> dict[str, Any] | None:
     """Fit a gate head on ``net``'s audio features of the training samples, choose its threshold
-    on the validation highlight frames (inside stage 2's windows, ``margin_frames`` samples on each
-    side of a passing one), attach it to ``net`` (as ``net.gate``) and return what goes into
-    model.json. None (and no gate) when a split lacks highlights."""
+    on the validation highlight ranges (found by stage 2's windows, which reach ``margin_frames``
+    samples on each side of a passing one; see the module docstring), attach it to ``net`` (as
+    ``net.gate``) and return what goes into model.json. None (and no gate) when a split lacks
+    highlights."""
     human = val.clip_index >= 0
     val_pos = human & (val.targets >= 0.5)
     if len(train) == 0 or not np.any(train.targets >= 0.5) or not np.any(val_pos):
@@ -227,24 +260,25 @@ def train_gate(net: HighlightNet, train: SplitData, val: SplitData, *, seed: int
     assert val.seg is not None
     p_val = strided_cover(p_val, val.seg[human], margin_frames)
     labels = val.targets[human] >= 0.5
-    positives = np.sort(p_val[labels])
-    # the largest threshold that keeps at least RECALL of the validation highlight frames, less
-    # SLACK logits for highlights unlike any validation clip
-    k = int(np.floor((1.0 - RECALL) * len(positives)))
-    q = float(np.clip(positives[k], 1e-7, 1 - 1e-7))
-    threshold = float(1.0 / (1.0 + np.exp(-(np.log(q / (1 - q)) - SLACK))))
+    share = {i: RANGE_SHARE if c.reviewed else 1.0 for i, c in enumerate(val.clips)}
+    found = range_values(p_val[labels], val.clip_index[human][labels], share)
+    threshold, slack = choose_threshold(found)
+    positives = p_val[labels]
     negatives = p_val[~labels]
     info = {
-        "threshold": threshold, "recall_target": RECALL, "slack_logits": SLACK,
+        "threshold": threshold, "recall_target": RECALL, "slack_logits": slack, "range_share": RANGE_SHARE,
+        "val_range_recall": float(np.mean(found >= threshold)),
+        "val_highlight_ranges": int(len(found)),
         "val_recall": float(np.mean(positives >= threshold)),
         "val_highlight_frames": int(len(positives)),
         "val_normal_pass": float(np.mean(negatives >= threshold)) if len(negatives) else None,
         "features": int(x.shape[1]), "hidden": HIDDEN, "train_loss": float(loss.detach()),
         "margin_frames": int(margin_frames),
     }
-    log.info("audio gate: threshold %.4f puts %.1f%% of %d validation highlight frames in stage 2's windows, "
-             "and %s of normal ones",
-             threshold, 100 * info["val_recall"], len(positives),
+    log.info("audio gate: threshold %.4f finds %d of %d validation highlight ranges (an answered item with "
+             "%.0f%% of it in stage 2's windows, a drawn range with all of it); %.1f%% of their frames and %s of "
+             "normal ones are inside",
+             threshold, int(np.sum(found >= threshold)), len(found), 100 * RANGE_SHARE, 100 * info["val_recall"],
              "n/a" if info["val_normal_pass"] is None else f"{100 * info['val_normal_pass']:.0f}%")
     return info
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from autoclip.errors import ModelError
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KINDS = ("fused", "frames", "audio")
+COMBINE = ("fused", "agree")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: width of each branch's embedding before the fusion head
@@ -57,10 +59,17 @@ class ModelDims:
     context: int = 0
     #: with context > 0: the frame-difference (motion) branch beside the ResNet
     motion: bool = False
+    #: what a fused temporal model scores: "fused" (its fused head) or "agree" (the geometric mean
+    #: of the fused head's and both branch heads' probabilities: either branch can veto)
+    combine: str = "fused"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ModelError(f"unknown model kind {self.kind!r}: use one of {', '.join(KINDS)}")
+        if self.combine not in COMBINE:
+            raise ModelError(f"unknown score combination {self.combine!r}: use one of {', '.join(COMBINE)}")
+        if self.combine == "agree" and (self.kind != "fused" or self.context == 0):
+            raise ModelError("combine = 'agree' needs a fused model with temporal context (its branch heads)")
 
     @property
     def uses_frames(self) -> bool:
@@ -90,6 +99,9 @@ class ModelDims:
             dropout=cfg.model.dropout,
             context=cfg.model.context,
             motion=cfg.model.motion and cfg.model.context > 0,
+            # the branch heads exist (context) and learn (auxiliary losses) only in fused temporal models
+            combine=cfg.model.combine if (kind or cfg.model.kind) == "fused" and cfg.model.context > 0
+            and cfg.train.aux_weight > 0 else "fused",
         )
 
 
@@ -132,6 +144,13 @@ class MotionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.body(x)
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+
+
+def agreement(*logits: torch.Tensor) -> torch.Tensor:
+    """The logit of the geometric mean of the probabilities ``sigmoid(logits)``: high only when
+    every head is, so one branch that sees nothing (a calm face, a calm voice) pulls it down."""
+    g = torch.stack([F.logsigmoid(z) for z in logits]).mean(dim=0).clamp(max=-1e-12)  # log p
+    return g - torch.log(-torch.expm1(g))  # log p - log(1 - p)
 
 
 def thumbnails(frames: torch.Tensor) -> torch.Tensor:
@@ -204,9 +223,10 @@ class HighlightNet(nn.Module):
 
     def temporal(self, parts: dict[str, torch.Tensor], seg: torch.Tensor,
                  drop_v: torch.Tensor | None = None, drop_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Logits from base parts with each frame's neighbours in its segment: "fused", and the
-        branches' auxiliary "v" / "a". ``drop_v`` / ``drop_a`` (N,) bool hide a branch from the
-        fused head for those frames (modality dropout, training only)."""
+        """Logits from base parts with each frame's neighbours in its segment: "fused", the
+        branches' auxiliary "v" / "a", and "score", what the model scores (``dims.combine``).
+        ``drop_v`` / ``drop_a`` (N,) bool hide a branch from the fused head for those frames
+        (modality dropout, training only)."""
         from autoclip.temporal import neighbours
 
         idx = neighbours(seg, self.offsets)
@@ -227,6 +247,7 @@ class HighlightNet(nn.Module):
             out["a"] = self.aux_a(ta).squeeze(1)
             fused.append(ta if drop_a is None else ta * (~drop_a).to(ta.dtype)[:, None])
         out["fused"] = self.head(torch.cat(fused, dim=1)).squeeze(1)
+        out["score"] = agreement(out["fused"], out["v"], out["a"]) if self.dims.combine == "agree" else out["fused"]
         return out
 
     def forward(self, frames: torch.Tensor | None, mels: torch.Tensor | None,
@@ -236,7 +257,7 @@ class HighlightNet(nn.Module):
         parts = self.base(frames, mels)
         if self.dims.context > 0:
             n = next(iter(parts.values())).shape[0]
-            return self.temporal(parts, torch.zeros(n, dtype=torch.long) if seg is None else seg)["fused"]
+            return self.temporal(parts, torch.zeros(n, dtype=torch.long) if seg is None else seg)["score"]
         flat = [parts[k] for k in ("v", "a") if k in parts]
         return self.head(torch.cat(flat, dim=1)).squeeze(1)
 

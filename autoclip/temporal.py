@@ -55,14 +55,14 @@ def _slice(parts: Parts, a: int, b: int) -> Parts:
 
 
 def temporal_logits(net: HighlightNet, parts: Parts, seg: torch.Tensor) -> torch.Tensor:
-    """Fused logits (N,) from base parts, in chunks of ``CHUNK`` with a halo on each side."""
+    """Score logits (N,) from base parts, in chunks of ``CHUNK`` with a halo on each side."""
     n = int(seg.shape[0])
     k = halo(net)
     out = []
     for a in range(0, n, CHUNK):
         b = min(n, a + CHUNK)
         lo, hi = max(0, a - k), min(n, b + k)
-        z = net.temporal(_slice(parts, lo, hi), seg[lo:hi])["fused"]
+        z = net.temporal(_slice(parts, lo, hi), seg[lo:hi])["score"]
         out.append(z[a - lo: a - lo + (b - a)])
     return torch.cat(out) if out else torch.zeros(0, device=seg.device)
 

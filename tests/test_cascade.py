@@ -168,6 +168,34 @@ def test_gate_threshold_counts_frames_inside_stage_2_windows() -> None:
     assert cascade.margin_frames(cfg) == 6  # (2.0 / 2 + 0.5) s x 4 fps
 
 
+def test_gate_finds_half_of_an_answered_range_and_all_of_a_drawn_one() -> None:
+    """A reviewer's "highlight" holds for most of a queued range, not its padding, so half of it
+    must be in stage 2's windows; a range a person drew must be there whole."""
+    from autoclip.gate import range_values
+
+    cover = np.array([0.9, 0.8, 0.1, 0.05, 0.7, 0.6, 0.5, 0.2])
+    clip = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    # answered item 0: two of its four frames pass at 0.8; drawn range 1 needs every frame: 0.2
+    np.testing.assert_allclose(range_values(cover, clip, {0: 0.5, 1: 1.0}), [0.2, 0.8])
+    np.testing.assert_allclose(range_values(cover, clip, {0: 1.0, 1: 1.0}), [0.05, 0.2])
+    # an odd length rounds up: 3 of 5 frames
+    np.testing.assert_allclose(range_values(np.array([0.9, 0.5, 0.4, 0.3, 0.1]), np.zeros(5, int), {0: 0.5}), [0.4])
+
+
+def test_fewer_validation_ranges_lower_the_gate_threshold() -> None:
+    """One validation highlight says little about the ones the gate has not seen: more slack."""
+    from autoclip.gate import FEW_RANGES, SLACK, choose_threshold
+
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    many = np.full(FEW_RANGES, 0.9)
+    thr, slack = choose_threshold(many)
+    assert slack == SLACK and logit(thr) == pytest.approx(logit(0.9) - SLACK)
+    one_thr, one_slack = choose_threshold(np.array([0.9]))
+    assert one_slack > slack and one_thr < thr
+    # the lowest range decides while fewer than 1 / (1 - RECALL) ranges are there
+    assert choose_threshold(np.array([0.5, 0.9, 0.99]))[0] == pytest.approx(choose_threshold(np.full(3, 0.5))[0])
+
+
 def test_the_gate_runs_on_every_other_frame_and_fills_the_rest() -> None:
     from autoclip.gate import evaluated, spread, strided_cover
 

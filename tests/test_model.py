@@ -190,6 +190,38 @@ def test_temporal_model_trains_every_part_and_hides_branches(kind: str) -> None:
         assert not torch.allclose(a, net.temporal(noisy, seg)["fused"])
 
 
+def test_agreement_lets_either_branch_veto() -> None:
+    """combine = "agree": the geometric mean of the fused head's and both branch heads' probabilities."""
+    from autoclip.model import agreement
+
+    sure, calm = torch.tensor([6.0]), torch.tensor([-4.0])
+    assert torch.sigmoid(agreement(sure, sure, sure)).item() == pytest.approx(torch.sigmoid(sure).item(), rel=1e-5)
+    vetoed = torch.sigmoid(agreement(sure, sure, calm)).item()  # a calm voice under a reacting face
+    assert vetoed < 0.3 and vetoed == pytest.approx(float(torch.sigmoid(sure) ** 2 * torch.sigmoid(calm)) ** (1 / 3), rel=1e-4)
+    assert torch.isfinite(agreement(torch.tensor([200.0]), torch.tensor([200.0]), torch.tensor([200.0]))).all()
+
+    dims = ModelDims(kind="fused", combine="agree", **TEMPORAL)
+    net = build_model(dims, "none").eval()
+    frames, mels = _inputs(6, 32, 16, 21)
+    with torch.no_grad():
+        out = net.temporal(net.base(frames_to_tensor(frames), mels_to_tensor(mels)), torch.zeros(6, dtype=torch.long))
+    torch.testing.assert_close(out["score"], agreement(out["fused"], out["v"], out["a"]))
+    z = np.log(predict(net, frames, mels) / (1 - predict(net, frames, mels)))
+    np.testing.assert_allclose(z, out["score"].numpy(), atol=1e-4)  # what scoring and evaluation read
+    with pytest.raises(ModelError, match="needs a fused model with temporal context"):
+        ModelDims(kind="audio", combine="agree", **TEMPORAL)
+    assert ModelDims.from_dict({"kind": "fused", "context": 2}).combine == "fused"  # older checkpoints
+
+
+def test_combine_comes_from_the_config_only_where_branch_heads_learn() -> None:
+    from autoclip import config
+
+    assert ModelDims.from_config(config.from_dict({})).combine == "agree"
+    for over in ({"model": {"context": 0}}, {"model": {"kind": "audio"}}, {"train": {"aux_weight": 0}},
+                 {"model": {"combine": "fused"}}):
+        assert ModelDims.from_config(config.from_dict(over)).combine == "fused", over
+
+
 def test_motion_sees_change_between_frames_that_one_frame_cannot() -> None:
     from autoclip.model import thumbnails
 

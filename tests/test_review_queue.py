@@ -128,6 +128,19 @@ def test_enqueue_skips_labels_and_never_asks_again(conn, cfg):
             assert not queue.too_close((new["start"], new["end"]), (old["start"], old["end"]))
 
 
+def test_training_knows_answered_items_from_ranges_a_person_drew(conn, cfg):
+    """An answered item's range may hold padding around the moment (the audio gate asks for half
+    of it); a range a person drew holds the moment throughout."""
+    from autoclip.dataset import load_clips
+
+    ids = _enqueue(conn, cfg)
+    a = queue.mark(conn, ids[0], "highlight")
+    b = queue.mark(conn, ids[1], "normal")
+    labels.add_label(conn, VOD, 700.0, 705.0, "highlight", "cli", fingerprint=FP)
+    assert sorted((c.start, c.reviewed) for c in load_clips(conn)) == sorted(
+        [(a["start"], True), (b["start"], True), (700.0, False)])
+
+
 def test_mark_creates_review_labels_and_skip_does_not(conn, cfg):
     ids = _enqueue(conn, cfg)
     a = queue.mark(conn, ids[0], "highlight")

@@ -149,9 +149,15 @@ def _gate_line(meta: dict[str, Any]) -> str:
     if not isinstance(gate, dict):
         return "none (cascade scoring scores this model's VODs densely; retrain to get one)"
     normal = gate.get("val_normal_pass")
-    return (f"threshold {gate['threshold']:.4f}: keeps {100 * gate['val_recall']:.1f}% of "
-            f"{gate['val_highlight_frames']} validation highlight frames in stage 2's windows "
-            f"(target {100 * gate['recall_target']:.0f}%)"
+    if gate.get("val_highlight_ranges") is not None:  # chosen on ranges (models trained since 6 December)
+        found = (f"finds {100 * gate['val_range_recall']:.0f}% of {gate['val_highlight_ranges']} validation "
+                 f"highlight ranges (target {100 * gate['recall_target']:.0f}%; an answered review item is found "
+                 f"with {100 * gate['range_share']:.0f}% of it in stage 2's windows, a range you drew with all of it); "
+                 f"{100 * gate['val_recall']:.1f}% of their {gate['val_highlight_frames']} frames")
+    else:
+        found = (f"keeps {100 * gate['val_recall']:.1f}% of {gate['val_highlight_frames']} validation highlight "
+                 f"frames (target {100 * gate['recall_target']:.0f}%)")
+    return (f"threshold {gate['threshold']:.4f}: {found} in stage 2's windows"
             + ("" if normal is None else f" and {100 * normal:.0f}% of normal ones"))
 
 

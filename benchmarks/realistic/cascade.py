@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     gate = (loaded.meta.get("gate") or {})
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start", flush=True)
     print(f"model {loaded.id} of {deploy}: gate threshold {gate.get('threshold', float('nan')):.4f} "
-          f"(validation: {gate.get('val_recall', float('nan')):.3f} of {gate.get('val_highlight_frames')} highlight "
+          f"(validation: {gate.get('val_range_recall', float('nan')):.3f} of {gate.get('val_highlight_ranges')} highlight "
+          f"ranges found; {gate.get('val_recall', float('nan')):.3f} of {gate.get('val_highlight_frames')} highlight "
           f"frames and {gate.get('val_normal_pass', float('nan')):.0%} of normal ones in stage 2's windows)", flush=True)
     ys: dict[str, list[np.ndarray]] = {"dense": [], "cascade": []}
     ss: dict[str, list[np.ndarray]] = {"dense": [], "cascade": []}
