@@ -15,7 +15,7 @@ import math
 import sqlite3
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +150,9 @@ def _train_locked(cfg: Config, conn: sqlite3.Connection, registry: Registry, *, 
 
 def _initial_model(cfg: Config, dims: ModelDims, teacher: Any) -> tuple[HighlightNet, str]:
     """The student's starting point: the teacher's weights (same shape), else ``model.pretrained``."""
-    if cfg.train.warm_start and teacher is not None and teacher.dims == dims:
+    # the score combination adds no weights: a teacher that scored its fused head warm-starts an
+    # "agree" student (the first retrain after the default changed)
+    if cfg.train.warm_start and teacher is not None and replace(teacher.dims, combine=dims.combine) == dims:
         net = build_model(dims, "none")
         own = {k: v for k, v in teacher.net.state_dict().items() if not k.startswith(gate.PREFIX)}
         net.load_state_dict(own)  # the teacher's gate is not the student's: it is trained afresh

@@ -361,3 +361,21 @@ def test_done_means_fused_beats_single_branches(tmp_path: Path) -> None:
     assert numbers["labels"] == {"highlight": 12, "normal": 24}
     checks = train_synth.summary(numbers)["checks"]
     assert len(checks) == 4 and all(checks.values()), checks
+
+
+def test_a_teacher_that_scored_its_fused_head_warm_starts_an_agreeing_student(make_cfg) -> None:
+    """model.combine adds no weights: the first retrain after the default changed starts warm."""
+    from dataclasses import replace
+
+    from autoclip.model import ModelDims, build_model
+    from autoclip.registry import LoadedModel
+    from autoclip.train import _initial_model
+
+    dims = ModelDims(kind="fused", size=32, n_mels=16, mel_frames=21, context=2, motion=True, combine="agree")
+    old = replace(dims, combine="fused")
+    teacher = LoadedModel(build_model(old, "none"), old, {}, "m-old")
+    net, start = _initial_model(make_cfg({}), dims, teacher)
+    assert start == "warm:m-old" and net.dims.combine == "agree"
+    torch.testing.assert_close(net.state_dict()["head.1.weight"], teacher.net.state_dict()["head.1.weight"])
+    _, cold = _initial_model(make_cfg({}), replace(dims, context=1), teacher)
+    assert cold == "random"
