@@ -183,12 +183,10 @@ def _batch_tensors(net: HighlightNet, data: SplitData, idx: np.ndarray, gen: tor
 
 def neighbour_rows(seg: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """(B, 3) rows of the frame before, the frame itself and the frame after (inside its segment;
-    at a segment's end the frame itself)."""
-    n = len(seg)
-    prev, nxt = np.maximum(idx - 1, 0), np.minimum(idx + 1, n - 1)
-    prev = np.where(seg[prev] == seg[idx], prev, idx)
-    nxt = np.where(seg[nxt] == seg[idx], nxt, idx)
-    return np.stack([prev, idx, nxt], axis=1)
+    at a segment's end the frame itself): ``temporal.neighbours`` at offsets -1, 0, 1."""
+    from autoclip.temporal import neighbours
+
+    return neighbours(torch.from_numpy(np.asarray(seg)), torch.arange(-1, 2)).numpy()[idx]
 
 
 def _modality_drop(groups: torch.Tensor, p: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,13 +249,14 @@ def train_one_epoch(
     # drawn independently unless the batch-norm statistics are frozen.
     seg = data.seg if segments else np.arange(len(data))
     triplets = not segments and net.dims.context > 0 and net.dims.uses_frames and net.dims.motion
+    table = neighbour_rows(data.seg, np.arange(len(data))) if triplets else None  # once per epoch
     pw = torch.tensor(pos_weight)
     total, seen, t0 = 0.0, 0, time.monotonic()
     for idx in segment_batches(seg, batch_size, np.random.default_rng(seed)):
         if len(idx) < 2:  # batch-norm needs two samples
             continue
         groups = torch.from_numpy(np.unique(seg[idx], return_inverse=True)[1].astype(np.int64))
-        rows = neighbour_rows(data.seg, idx) if triplets else None
+        rows = table[idx] if table is not None else None
         f, m = _batch_tensors(net, data, idx, gen, groups, rows)
         loss = _loss(net, f, m, groups, torch.from_numpy(data.targets[idx]), torch.from_numpy(data.weights[idx]),
                      pw, cfg, gen, triplets=triplets)
@@ -317,8 +316,6 @@ def _optimizer(net: HighlightNet, cfg: Config, pretrained: bool, factor: float =
 SEGMENT_EPOCH_SHARE = 0.5
 #: ...at the first phase's learning rates times this
 SEGMENT_LR_FACTOR = 0.3
-#: ...with the per-frame parts (``HighlightNet.per_frame_parameters``) trained too (False: frozen)
-SEGMENT_TRAINS_PER_FRAME = False
 
 
 @dataclass(frozen=True)
@@ -332,15 +329,15 @@ class Phase:
 def phases(net: HighlightNet, epochs: int) -> list[Phase]:
     """The single-frame network: one phase of independent frames. A temporal model: the same
     first (every part learns each frame on its own, batch-norm statistics over many pictures),
-    then whole segments at a lower rate with the batch-norm statistics frozen and, unless
-    ``SEGMENT_TRAINS_PER_FRAME``, the per-frame parts too: the temporal layers, the motion branch
-    and the heads learn the real neighbours. (Measured on generated VODs: whole segments from the
+    then whole segments at a lower rate with the batch-norm statistics and the per-frame parts
+    (``HighlightNet.per_frame_parameters``) frozen: the temporal layers, the motion branch and the
+    heads learn the real neighbours. (Training the per-frame parts there too made the loss jump
+    on generated VODs.) (Measured on generated VODs: whole segments from the
     start gave held-out frame AP 0.98 / 0.58 / 0.74 on 3 seeds; these two phases 1.00 on each.)"""
     if net.dims.context == 0:
         return [Phase("frames", epochs)]
     return [Phase("frames", epochs),
-            Phase("segments", max(1, math.ceil(epochs * SEGMENT_EPOCH_SHARE)), SEGMENT_LR_FACTOR,
-                  SEGMENT_TRAINS_PER_FRAME)]
+            Phase("segments", max(1, math.ceil(epochs * SEGMENT_EPOCH_SHARE)), SEGMENT_LR_FACTOR, per_frame=False)]
 
 
 def fit(net: HighlightNet, train: SplitData, val: SplitData, cfg: Config, *, pretrained: bool = False,

@@ -260,11 +260,10 @@ def train_gate(net: HighlightNet, train: SplitData, val: SplitData, *, seed: int
     assert val.seg is not None
     p_val = strided_cover(p_val, val.seg[human], margin_frames)
     labels = val.targets[human] >= 0.5
+    positives, negatives = p_val[labels], p_val[~labels]
     share = {i: RANGE_SHARE if c.reviewed else 1.0 for i, c in enumerate(val.clips)}
-    found = range_values(p_val[labels], val.clip_index[human][labels], share)
+    found = range_values(positives, val.clip_index[human][labels], share)
     threshold, slack = choose_threshold(found)
-    positives = p_val[labels]
-    negatives = p_val[~labels]
     info = {
         "threshold": threshold, "recall_target": RECALL, "slack_logits": slack, "range_share": RANGE_SHARE,
         "val_range_recall": float(np.mean(found >= threshold)),

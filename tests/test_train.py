@@ -154,12 +154,13 @@ def test_neighbour_rows_stay_inside_their_segment() -> None:
 
 
 def test_temporal_fit_learns_frames_first_then_segments_with_batchnorm_and_per_frame_parts_frozen(make_cfg) -> None:
-    from autoclip.fitting import SEGMENT_TRAINS_PER_FRAME, phases, train_one_epoch
+    from autoclip.fitting import phases, train_one_epoch
     from autoclip.model import ModelDims, build_model
 
     torch.manual_seed(0)
     net = build_model(ModelDims(kind="fused", size=32, n_mels=16, mel_frames=21, context=2, motion=True), "none")
     assert [p.name for p in phases(net, 8)] == ["frames", "segments"] and phases(net, 8)[1].epochs == 4
+    assert phases(net, 8)[0].per_frame and not phases(net, 8)[1].per_frame
     single = build_model(ModelDims(kind="fused", size=32, n_mels=16, mel_frames=21), "none")
     assert [p.name for p in phases(single, 8)] == ["frames"]
     data = _random_split(16)
@@ -174,14 +175,14 @@ def test_temporal_fit_learns_frames_first_then_segments_with_batchnorm_and_per_f
     assert not torch.equal(before["tv.0.weight"], after["tv.0.weight"])
 
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    for p in net.per_frame_parameters() if not SEGMENT_TRAINS_PER_FRAME else []:
+    for p in net.per_frame_parameters():  # as fit does in the segments phase
         p.requires_grad_(False)
     train_one_epoch(net, data, opt, batch_size=8, pos_weight=1.0, seed=1, cfg=cfg, segments=True)
     after = net.state_dict()
     stats = [k for k in after if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert stats and all(torch.equal(before[k], after[k]) for k in stats)  # batch-norm statistics frozen
     assert not torch.equal(before["tv.0.weight"], after["tv.0.weight"])
-    assert SEGMENT_TRAINS_PER_FRAME or torch.equal(before["frames.conv1.weight"], after["frames.conv1.weight"])
+    assert torch.equal(before["frames.conv1.weight"], after["frames.conv1.weight"])
 
 
 def test_first_training_saves_promotes_and_records(dep: Deployment) -> None:
