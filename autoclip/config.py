@@ -145,7 +145,7 @@ class ModelConfig(Section):
     """The highlight classifier."""
 
     kind: Literal["fused", "frames", "audio"] = Field("fused", description="which branches to use: frame ResNet-18, log-mel CNN, or both fused late")
-    pretrained: str = Field("none", description="'imagenet' (torchvision weights from the local cache or download), 'none', or a path to a state dict")
+    pretrained: str = Field("none", description="where a new model (one with no current model to warm-start from) starts: 'none' (random), 'imagenet' (torchvision weights from the local cache or download), 'self' (self-supervised audio-visual pretraining on this deployment's own VODs, see [pretrain]; run first when missing or out of date), or a path to a state dict")
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the fusion head")
     context: int = Field(2, ge=0, le=8, description="neighbouring frames on each side a temporal layer sees (2, the default, at 4 fps: about a second); 0: each frame alone (the earlier single-frame network). A temporal model trains on independently drawn frames first, then on whole segments with batch-norm statistics and the per-frame parts frozen (see the README's learning notes)")
     motion: bool = Field(True, description="with context: a small frame-difference branch beside the ResNet (shakes, zooms, flashes)")
@@ -188,6 +188,20 @@ class TrainConfig(Section):
     pseudo_precision: float = Field(0.95, ge=0.5, lt=1, description="thresholds are chosen on validation frames so that pseudo-labels of each class are at least this precise")
     pseudo_confidence: float = Field(0.9, ge=0.5, lt=1, description="and never looser than: teacher probability at least this (or at most 1 - this)")
     pseudo_max: int = Field(2000, ge=0, description="most pseudo-labelled frames per training")
+
+
+class PretrainConfig(Section):
+    """Self-supervised pretraining on the deployment's own VODs (used with model.pretrained = 'self')."""
+
+    blocks_per_vod: int = Field(24, ge=1, le=10000, description="blocks of moments taken from each VOD, spread evenly over it")
+    block_seconds: float = Field(8.0, ge=4.0, le=60.0, description="seconds per block (a multiple of 4: the feature cache's grid)")
+    max_vods: int = Field(50, ge=1, description="most VODs read (labelled ones first)")
+    max_samples: int = Field(3000, ge=16, description="most moments in all (evenly thinned beyond)")
+    epochs: int = Field(6, ge=1, le=200, description="passes over the moments")
+    batch_size: int = Field(32, ge=2, le=1024, description="moments per batch, at most one per block (the others in the batch are the negatives)")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    temperature: float = Field(0.1, gt=0, le=1, description="softmax temperature of the contrastive loss")
+    seed: int = Field(0, description="random seed of the batches, augmentation and initialisation")
 
 
 class SelectionConfig(Section):
@@ -330,6 +344,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     render: RenderConfig = Field(default_factory=RenderConfig)
     shorts: ShortsConfig = Field(default_factory=ShortsConfig)

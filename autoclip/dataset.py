@@ -15,7 +15,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ PSEUDO_BLOCK = 4.0
 SPARSE_FACTOR = 3
 #: a frame cap is taken as runs of this many consecutive frames (the temporal layer's context)
 RUN = 8
+#: seconds a reel answer must keep once its padding is left out (else it is decoded whole)
+MIN_CORE = 1.0
 
 Samples = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -52,23 +54,45 @@ class Clip:
     in_reel: bool = False
     #: the label answers a review item (a queued range, padding included), not a range a person drew
     reviewed: bool = False
+    #: seconds at the start / end of the range that are the selection's padding (in-reel answers)
+    pad: tuple[float, float] = (0.0, 0.0)
 
     @property
     def duration(self) -> float:
         return self.end - self.start
 
+    def sampled(self) -> Clip:
+        """The clip whose frames are decoded: a "highlight" answer to a reel segment without the
+        padding the selection put around it (lead-in and tail, mostly calm: measured on the
+        realistic benchmark, 61 % of such answers' frames were in a highlight, 88 % without the
+        padding), unless too little would be left. Its identity (split, hash) stays the range."""
+        if self.label != 1 or self.pad == (0.0, 0.0):
+            return self
+        start, end = self.start + self.pad[0], self.end - self.pad[1]
+        if end - start < MIN_CORE:
+            return self
+        return replace(self, start=start, end=end, pad=(0.0, 0.0))
+
 
 def load_clips(conn: sqlite3.Connection) -> list[Clip]:
     """Every label as a ``Clip``, ordered by VOD fingerprint and time."""
     rows = conn.execute(
-        "SELECT l.id, l.vod, l.fingerprint, l.start, l.end, l.label, r.reason FROM labels l "
+        "SELECT l.id, l.vod, l.fingerprint, l.start, l.end, l.label, r.reason, r.pad_before, r.pad_after, "
+        "r.start AS item_start, r.end AS item_end FROM labels l "
         "LEFT JOIN review_items r ON r.id = l.review_id ORDER BY l.fingerprint, l.start, l.end, l.id"
     )
     return [
         Clip(r["vod"], r["fingerprint"], float(r["start"]), float(r["end"]), int(r["label"] == "highlight"),
-             int(r["id"]), r["reason"] == "in-reel", r["reason"] is not None)
+             int(r["id"]), r["reason"] == "in-reel", r["reason"] is not None, _padding(r))
         for r in rows
     ]
+
+
+def _padding(row: sqlite3.Row) -> tuple[float, float]:
+    """The padding of the review item a label answers, when the label has the item's range."""
+    if row["reason"] != "in-reel" or (row["item_start"], row["item_end"]) != (row["start"], row["end"]):
+        return (0.0, 0.0)
+    return (float(row["pad_before"] or 0.0), float(row["pad_after"] or 0.0))
 
 
 def label_set_hash(clips: Sequence[Clip]) -> str:
@@ -177,6 +201,7 @@ def clip_samples(clip: Clip, cfg: Config, cache: FeatureCache, *, cap: int | Non
     returned as runs of ``RUN`` consecutive frames spread evenly over the clip (long clips are
     then decoded only around those runs).
     """
+    clip = clip.sampled()
     settings = decode_settings(cfg, clip.vod, clip.fingerprint)
     k = cfg.train.frames_per_clip if cap is None else cap
     sparse = k > 0 and clip.duration * cfg.frames.fps > SPARSE_FACTOR * k
@@ -266,7 +291,7 @@ def pseudo_samples(
     if max_n <= 0 or len(cand_t) == 0:
         return none
     settings = decode_settings(cfg, vod, fingerprint)
-    source = _BlockSource(vod, fingerprint, cfg, tuple(settings["crop"]) if settings["crop"] else None)
+    source = BlockSource(vod, fingerprint, cfg, tuple(settings["crop"]) if settings["crop"] else None)
     tol = 0.5 / cfg.frames.fps + 1e-6
     parts, targets = [], []
     for b in _choose_blocks(cand_t, cand_s >= 0.5, max_n):
@@ -284,30 +309,46 @@ def pseudo_samples(
     return out["times"][order], out["frames"][order], out["mels"][order], soft[order]
 
 
-class _BlockSource:
-    """Decodes grid blocks of one VOD on cache misses; probes once; gives up once if the file is gone."""
+class BlockSource:
+    """Decodes grid blocks of one VOD on cache misses (pseudo-labels, self-supervised
+    pretraining); probes once; gives up once if the file is gone, keeping what is cached."""
 
-    def __init__(self, vod: str | Path, fingerprint: str, cfg: Config, crop: Any) -> None:
-        self.vod, self.fingerprint, self.cfg, self.crop = vod, fingerprint, cfg, crop
+    def __init__(self, vod: str | Path, fingerprint: str, cfg: Config, crop: Any, purpose: str = "pseudo-labels") -> None:
+        self.vod, self.fingerprint, self.cfg, self.crop, self.purpose = vod, fingerprint, cfg, crop, purpose
         self.path: Path | None = None
         self.info: Any = None
         self.gone = False
+
+    def _open(self) -> bool:
+        if self.path is None and not self.gone:
+            from autoclip import media
+
+            try:
+                path = locate_vod(self.vod, self.fingerprint, self.cfg)
+                self.info = media.probe(path, self.cfg.media)
+                self.path = path
+            except AutoclipError as err:
+                log.warning("%s of %s: only cached blocks are used (%s)", self.purpose, Path(self.vod).name, err)
+                self.gone = True
+        return self.path is not None
+
+    def duration(self) -> float | None:
+        """The VOD's duration, or None when the file cannot be read."""
+        return float(self.info.duration) if self._open() else None
 
     def block(self, cache: FeatureCache, key: dict[str, Any], lo: float, hi: float) -> Arrays | None:
         arrays = cache.get(self.fingerprint, key)
         if arrays is not None or self.gone:
             return arrays
+        if not self._open():
+            return None
+        assert self.path is not None
+        if lo >= self.info.duration:
+            return None
         try:
-            if self.path is None:
-                from autoclip import media
-
-                self.path = locate_vod(self.vod, self.fingerprint, self.cfg)
-                self.info = media.probe(self.path, self.cfg.media)
-            if lo >= self.info.duration:
-                return None
             arrays = _decode_range(self.path, self.cfg, lo, min(hi, self.info.duration), self.crop, self.info)
         except AutoclipError as err:
-            log.warning("pseudo-labels of %s: only cached blocks are used (%s)", Path(self.vod).name, err)
+            log.warning("%s of %s: only cached blocks are used (%s)", self.purpose, Path(self.vod).name, err)
             self.gone = True
             return None
         cache.misses += 1

@@ -307,6 +307,8 @@ def build_model(dims: ModelDims, pretrained: str = "none", *, download: bool = T
             if state is not None:
                 _load_backbone(net, state, "ImageNet")
         return net
+    if choice.lower() == "self":  # needs the deployment: training resolves it (autoclip.pretrain)
+        raise ModelError("model.pretrained = 'self' is applied by `autoclip train`, which pretrains first when needed")
     _load_pretrained_path(net, Path(choice).expanduser())
     return net
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from autoclip.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS review_items (
     decision_seq INTEGER,                    -- order of answers, for multi-step undo
     label_id    INTEGER,                     -- the label the answer created
     target_label INTEGER,                    -- check-label items: the label being checked
-    replaced    TEXT                         -- JSON of a label the answer replaced (for undo)
+    replaced    TEXT,                        -- JSON of a label the answer replaced (for undo)
+    pad_before  REAL NOT NULL DEFAULT 0,     -- in-reel: seconds of selection padding the range
+    pad_after   REAL NOT NULL DEFAULT 0      -- starts / ends with (0 once the reviewer moved that end)
 );
 CREATE INDEX IF NOT EXISTS review_pending ON review_items (state, priority DESC);
 CREATE INDEX IF NOT EXISTS review_by_vod ON review_items (fingerprint, start);
@@ -136,7 +138,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
         with transaction(conn):
             for stmt in _statements(SCHEMA):
                 conn.execute(stmt)
+            _add_columns(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+#: columns added after a table was first released: (table, column, declaration) for older databases
+ADDED_COLUMNS = (
+    ("review_items", "pad_before", "REAL NOT NULL DEFAULT 0"),
+    ("review_items", "pad_after", "REAL NOT NULL DEFAULT 0"),
+)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, decl in ADDED_COLUMNS:
+        have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from autoclip import cascade, compare, cropbox, gate, metrics, promotion
+from autoclip import cascade, compare, cropbox, gate, metrics, pretrain, promotion
 from autoclip.config import Config
 from autoclip.errors import LabelError, ModelError
 from autoclip.fitting import FitResult, SplitData, evaluate, fit, load_split, segments_from_times
@@ -137,19 +137,22 @@ def _train_locked(cfg: Config, conn: sqlite3.Connection, registry: Registry, *, 
     if pseudo and cfg.train.pseudo_labels and teacher is not None and cfg.train.pseudo_max > 0:
         _add_pseudo(cfg, cache, teacher, clips, data["train"], shared)
     torch.manual_seed(cfg.train.seed)
-    net, start = _initial_model(cfg, dims, teacher)
+    net, start = _initial_model(cfg, dims, teacher, conn, progress=progress)
     if start.startswith("warm:"):  # near a solution already: fewer, gentler passes
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
             update={"epochs": min(cfg.train.epochs, cfg.train.warm_epochs),
                     "lr": cfg.train.lr * cfg.train.warm_lr_factor})})
-    fitted = _fit_where_configured(net, data, cfg, pretrained=start == "pretrained", progress=progress)
+    fitted = _fit_where_configured(net, data, cfg, pretrained=start in ("pretrained", "self-supervised"),
+                                   progress=progress)
     fitted.start = start
     return _finish(cfg, conn, registry, net, dims, data, splits, fitted, teacher, shared,
                    label_hash=label_hash, trigger=trigger, started=t0)
 
 
-def _initial_model(cfg: Config, dims: ModelDims, teacher: Any) -> tuple[HighlightNet, str]:
-    """The student's starting point: the teacher's weights (same shape), else ``model.pretrained``."""
+def _initial_model(cfg: Config, dims: ModelDims, teacher: Any, conn: sqlite3.Connection | None = None, *,
+                   progress: bool = False) -> tuple[HighlightNet, str]:
+    """The student's starting point: the teacher's weights (same shape), else ``model.pretrained``
+    ('self': the self-supervised weights, pretrained first when missing or out of date)."""
     # the score combination adds no weights: a teacher that scored its fused head warm-starts an
     # "agree" student (the first retrain after the default changed)
     if cfg.train.warm_start and teacher is not None and replace(teacher.dims, combine=dims.combine) == dims:
@@ -158,8 +161,15 @@ def _initial_model(cfg: Config, dims: ModelDims, teacher: Any) -> tuple[Highligh
         net.load_state_dict(own)  # the teacher's gate is not the student's: it is trained afresh
         log.info("student starts from the current model %s (warm start)", teacher.id)
         return net, f"warm:{teacher.id}"
-    pretrained = cfg.model.pretrained.strip().lower() != "none"
-    return build_model(dims, cfg.model.pretrained), ("pretrained" if pretrained else "random")
+    choice = cfg.model.pretrained.strip()
+    if choice.lower() == pretrain.SELF:
+        if conn is None:
+            raise ModelError("model.pretrained = 'self' needs the deployment's database")
+        pretrain.ensure(cfg, conn, progress=progress)
+        net = build_model(dims, "none")
+        pretrain.load_into(net, cfg)
+        return net, "self-supervised"
+    return build_model(dims, choice), ("random" if choice.lower() == "none" else "pretrained")
 
 
 @dataclass

@@ -112,7 +112,7 @@ def recent_runs(conn: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any
 # ---------------------------------------------------------------------------------------------
 
 
-def _scored_jobs(cfg: Config) -> list[tuple[dict[str, Any], Path]]:
+def scored_jobs(cfg: Config) -> list[tuple[dict[str, Any], Path]]:
     """(process record, scores.npz) of every processed VOD under cfg.path("jobs")."""
     out = []
     root = cfg.path("jobs")
@@ -190,7 +190,7 @@ def gather_pseudo(cfg: Config, cache: FeatureCache, teacher: LoadedModel, clips:
     from autoclip.fitting import segments_from_times
     from autoclip.model import predict
 
-    jobs = _scored_jobs(cfg)
+    jobs = scored_jobs(cfg)
     frames, mels, targets, fps, times = [], [], [], [], []
     budget = math.ceil(plan.max_n / max(len(jobs), 1))
     margin = PSEUDO_MARGIN + cfg.audio.window / 2

@@ -96,6 +96,73 @@ def test_reel_segment_partly_labelled_is_trimmed_to_the_unknown_part():
     assert queue.uncovered((0.0, 10.0), [(2.0, 3.0), (5.0, 6.0)]) == [(0.0, 2.0), (3.0, 5.0), (6.0, 10.0)]
 
 
+
+def test_reel_items_record_the_padding_their_range_still_has():
+    """A reel segment is the selection's segment plus its padding; an item records the padding
+    it still starts and ends with (none where the VOD's start or end or a labelled part cut it)."""
+    segs = [{"start": 10.0, "end": 20.0, "score": 0.8}, {"start": 0.0, "end": 6.0, "score": 0.8},
+            {"start": 40.0, "end": 50.0, "score": 0.8}, {"start": 94.0, "end": 100.0, "score": 0.8}]
+    chosen = queue.choose_reel(segs, threshold=0.6, count=9, avoid=[(38.0, 42.0)], pad=(2.0, 1.5), duration=100.0)
+    got = {(c.start, c.end): (c.pad_before, c.pad_after) for c in chosen}
+    assert got == {(10.0, 20.0): (2.0, 1.5), (0.0, 6.0): (0.0, 1.5), (42.0, 50.0): (0.0, 1.5), (94.0, 100.0): (2.0, 0.0)}
+    # choose_items: the VOD's end is known from the scores' times
+    times = np.arange(0, 100, 0.25)
+    items = queue.choose_items(times, np.zeros(len(times)), segs[3:], per_vod=1, uncertain=0, min_spacing=1,
+                               length=6, threshold=0.6, pad=(2.0, 2.0))
+    assert [(c.pad_before, c.pad_after) for c in items] == [(2.0, 0.0)]
+
+
+def test_training_leaves_the_padding_out_of_a_highlight_answer(conn, cfg):
+    """A "highlight" answer to a reel item trains on the segment without its padding (its
+    lead-in and tail are mostly calm); a "normal" answer, an uncertain item and a nudged bound
+    keep their whole range; the label and the split keep the answered range."""
+    from autoclip.dataset import load_clips
+
+    ids = _enqueue(conn, cfg)
+    reel = [i for i in ids if queue.get_item(conn, i)["reason"] == "in-reel"]
+    unsure = [i for i in ids if queue.get_item(conn, i)["reason"] == "uncertain"]
+    first, second = (queue.get_item(conn, i) for i in reel)
+    assert (first["pad_before"], first["pad_after"]) == (cfg.selection.pad_before, cfg.selection.pad_after)
+    queue.mark(conn, first["id"], "highlight")
+    queue.adjust(conn, second["id"], end=second["end"] - 1.0)  # the reviewer set the end
+    queue.mark(conn, second["id"], "highlight")
+    queue.mark(conn, unsure[0], "highlight")
+    queue.mark(conn, unsure[1], "normal")
+    by_start = {c.start: c for c in load_clips(conn)}
+    a = by_start[first["start"]]
+    assert (a.end, a.pad) == (first["end"], (2.0, 2.0))
+    assert (a.sampled().start, a.sampled().end) == (first["start"] + 2.0, first["end"] - 2.0)
+    b = by_start[second["start"]]
+    assert b.pad == (2.0, 0.0) and (b.sampled().start, b.sampled().end) == (second["start"] + 2.0, second["end"] - 1.0)
+    for i in unsure[:2]:
+        c = by_start[queue.get_item(conn, i)["start"]]
+        assert c.sampled() == c
+    # a "normal" answer keeps every frame: the padding around a false positive is not a highlight either
+    queue.undo(conn, 4)
+    queue.mark(conn, first["id"], "normal")
+    c = by_start[first["start"]] = next(c for c in load_clips(conn) if c.start == first["start"])
+    assert c.sampled() == c
+
+
+def test_a_schema_2_database_gains_the_padding_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    lines = [ln for ln in store.SCHEMA.splitlines() if not ln.lstrip().startswith(("pad_before", "pad_after"))]
+    schema_2 = "\n".join(ln.replace("replaced    TEXT,", "replaced    TEXT") for ln in lines)
+    old.executescript(schema_2)
+    old.execute("INSERT INTO review_items (vod, fingerprint, start, end, score, reason, created) "
+                "VALUES ('v', 'f', 1, 5, 0.9, 'in-reel', 0)")
+    old.execute("PRAGMA user_version=2")
+    old.commit()
+    assert "pad_before" not in {r[1] for r in old.execute("PRAGMA table_info(review_items)")}
+    old.close()
+    conn = store.connect(path)
+    (row,) = conn.execute("SELECT pad_before, pad_after FROM review_items").fetchall()
+    assert tuple(row) == (0.0, 0.0)  # old items: no padding known, so none is left out
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+
 def test_no_scores_still_queues_reel_segments():
     chosen = queue.choose_items(np.zeros(0), np.zeros(0), [{"start": 1.0, "end": 5.0, "score": 0.9}],
                                 per_vod=5, uncertain=3, min_spacing=10, length=6, threshold=0.6)

@@ -34,6 +34,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="train even when the label set is unchanged")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: model.threads)")
 
+    p = add_command(
+        sub, "pretrain", cmd_pretrain,
+        help="self-supervised pretraining on this deployment's VODs (used by model.pretrained = 'self')",
+        summary="audio-visual pretraining on your own VODs",
+        description=(
+            "Teach the network's frame and audio branches which face goes with which sound, on\n"
+            "moments spread over every labelled or processed VOD (no labels needed), and save the\n"
+            "weights to models/selfsup/. With model.pretrained = 'self' a new model (one with no\n"
+            "current model to warm-start from) starts from them; training runs this first when\n"
+            "they are missing or VODs were added since. Prints the contrastive loss per epoch and\n"
+            "the audio-to-frame retrieval on held-out blocks against chance."
+        ),
+        example="autoclip pretrain --json | jq .retrieval_after",
+    )
+    add_json(p)
+    p.add_argument("--if-stale", action="store_true", help="only when the saved weights are missing or out of date")
+
     grp = add_group(sub, "models", "the model registry: list, inspect, promote, roll back")
     p = add_command(grp, "list", cmd_list, help="list trained models (the current one is marked *)",
                     example="autoclip models list --json")
@@ -78,6 +95,31 @@ def cmd_train(args: argparse.Namespace, ctx: Context) -> int:
           f"test frame AP {_f(test.get('frame_ap'))}")
     print(f"{'promoted' if result['promoted'] else 'not promoted'}: {result['reason']}")
     print(f"plots and metrics: {cfg.path('models') / result['model']}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace, ctx: Context) -> int:
+    from autoclip import pretrain, store
+
+    cfg = ctx.config
+    cfg.ensure_dirs()
+    conn = store.connect(cfg.path("database"))
+    why = pretrain.stale(cfg, conn) if args.if_stale else "asked for"
+    meta = pretrain.current(cfg) if why is None else pretrain.run(cfg, conn, progress=not args.json)
+    assert meta is not None
+    meta = {**meta, "ran": why is not None, "weights": str(pretrain.folder(cfg) / pretrain.WEIGHTS)}
+    if args.json:
+        emit_json(meta)
+        return 0
+    if why is None:
+        print("self-supervised weights are up to date")
+    loss = meta.get("loss") or []
+    print(f"{meta['samples']} moments from {len(meta['vods'])} VOD(s); contrastive loss "
+          f"{' -> '.join(f'{x:.3f}' for x in loss[:1] + loss[-1:])} (chance {meta['chance_loss']:.3f})")
+    if meta.get("retrieval_after") is not None:
+        print(f"held-out audio-to-frame retrieval {100 * meta['retrieval_before']:.0f} % -> "
+              f"{100 * meta['retrieval_after']:.0f} % (chance {100 * meta['retrieval_chance']:.0f} %)")
+    print(f"weights: {meta['weights']}")
     return 0
 
 

@@ -53,6 +53,9 @@ class Candidate:
     score: float
     reason: str
     priority: float
+    #: seconds of the range that are the selection's padding, not the segment (in-reel items)
+    pad_before: float = 0.0
+    pad_after: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,12 +153,15 @@ def uncovered(rng: Interval, covers: Sequence[Interval]) -> list[Interval]:
 
 
 def choose_reel(
-    segments: Sequence[Mapping[str, float]], *, threshold: float, count: int, avoid: Sequence[Interval] = ()
+    segments: Sequence[Mapping[str, float]], *, threshold: float, count: int, avoid: Sequence[Interval] = (),
+    pad: tuple[float, float] = (0.0, 0.0), duration: float = float("inf"),
 ) -> list[Candidate]:
     """Reel segments to check, likeliest false positives (score nearest the threshold) first.
 
     A segment partly covered by ``avoid`` is trimmed to its longest uncovered part, if that part
-    is long enough to judge; nothing already labelled or asked is asked again.
+    is long enough to judge; nothing already labelled or asked is asked again. ``pad``: the
+    selection's (pad_before, pad_after), recorded on each item where its range still starts or
+    ends with that padding (not where a trim or the VOD's start or ``duration`` cut it short).
     """
     out = []
     for seg in segments:
@@ -166,7 +172,10 @@ def choose_reel(
         if part is None or part[1] - part[0] < max(MIN_PART, MIN_PART_SHARE * (rng[1] - rng[0])):
             continue
         score = float(seg.get("score", threshold))
-        out.append(Candidate(part[0], part[1], score, "in-reel", BAND["in-reel"] + float(uncertainty(score, threshold))))
+        before = pad[0] if part[0] == rng[0] and rng[0] > 0 else 0.0
+        after = pad[1] if part[1] == rng[1] and rng[1] < duration else 0.0
+        out.append(Candidate(part[0], part[1], score, "in-reel", BAND["in-reel"] + float(uncertainty(score, threshold)),
+                             before, after))
     out.sort(key=lambda c: (-c.priority, c.start))
     return out[: max(count, 0)]
 
@@ -183,14 +192,20 @@ def choose_items(
     threshold: float,
     smooth: float = 0.0,
     avoid: Sequence[Interval] = (),
+    pad: tuple[float, float] = (0.0, 0.0),
 ) -> list[Candidate]:
     """Everything to queue for one processed VOD, highest priority first.
 
     At most ``per_vod`` items: up to ``uncertain`` of them uncertain stretches outside the reel,
-    the rest reel segments. Nothing overlapping ``avoid`` (labels, earlier items) is chosen.
+    the rest reel segments (``pad``: the selection's padding around them). Nothing overlapping
+    ``avoid`` (labels, earlier items) is chosen.
     """
     n_unc = min(uncertain, per_vod)
-    reel = choose_reel(segments, threshold=threshold, count=per_vod - n_unc, avoid=avoid)
+    times = np.asarray(times, dtype=np.float64)
+    # a padded segment clamped at the VOD's end ends after the last sample (so does one whose
+    # padding reaches into the last frame's interval: no padding is recorded for either)
+    end = float(times[-1]) if len(times) else float("inf")
+    reel = choose_reel(segments, threshold=threshold, count=per_vod - n_unc, avoid=avoid, pad=pad, duration=end)
     in_reel = [(float(s["start"]), float(s["end"])) for s in segments]
     unsure = choose_uncertain(
         np.asarray(times), np.asarray(scores), threshold=threshold, count=n_unc, length=length,
@@ -205,7 +220,7 @@ def choose_items(
 
 _COLUMNS = (
     "id, vod, fingerprint, job, model, start, end, score, reason, priority, state, created, "
-    "decided, decision_seq, label_id, target_label"
+    "decided, decision_seq, label_id, target_label, pad_before, pad_after"
 )
 
 
@@ -226,9 +241,10 @@ def _taken_ranges(conn: sqlite3.Connection, fingerprint: str) -> list[Interval]:
 def _insert(conn: sqlite3.Connection, c: Candidate, **cols: Any) -> int:
     cur = conn.execute(
         "INSERT INTO review_items (vod, fingerprint, job, model, start, end, score, reason, priority, "
-        "created, target_label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "created, target_label, pad_before, pad_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (cols["vod"], cols["fingerprint"], cols.get("job"), cols.get("model"), round(c.start, 3),
-         round(c.end, 3), c.score, c.reason, c.priority, store.now(), cols.get("target_label")),
+         round(c.end, 3), c.score, c.reason, c.priority, store.now(), cols.get("target_label"),
+         round(c.pad_before, 3), round(c.pad_after, 3)),
     )
     return int(cur.lastrowid or 0)
 
@@ -252,7 +268,7 @@ def enqueue_after_process(
             per_vod=cfg.review.per_vod, uncertain=cfg.review.uncertain,
             min_spacing=cfg.review.min_spacing, length=cfg.review.uncertain_length,
             threshold=cfg.selection.threshold, smooth=cfg.selection.smooth,
-            avoid=_taken_ranges(conn, fingerprint),
+            avoid=_taken_ranges(conn, fingerprint), pad=(cfg.selection.pad_before, cfg.selection.pad_after),
         )
         ids = [_insert(conn, c, vod=str(vod), fingerprint=fingerprint, job=job, model=model) for c in chosen]
     log.info("queued %d review items for %s", len(ids), vod)
@@ -322,7 +338,11 @@ def adjust(conn: sqlite3.Connection, item_id: int, *, start: float | None = None
         e = item["end"] if end is None else float(end)
         if e - s < MIN_LENGTH:
             raise UsageError(f"a review item must stay at least {MIN_LENGTH} s long")
-        conn.execute("UPDATE review_items SET start = ?, end = ? WHERE id = ?", (round(s, 3), round(e, 3), item_id))
+        # a bound the reviewer set is the moment's own: no padding on that side any more
+        conn.execute(
+            "UPDATE review_items SET start = ?, end = ?, pad_before = CASE WHEN ? THEN 0 ELSE pad_before END, "
+            "pad_after = CASE WHEN ? THEN 0 ELSE pad_after END WHERE id = ?",
+            (round(s, 3), round(e, 3), round(s, 3) != item["start"], round(e, 3) != item["end"], item_id))
         return get_item(conn, item_id)
 
 
