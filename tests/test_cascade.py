@@ -214,3 +214,32 @@ def test_the_gate_runs_on_every_other_frame_and_fills_the_rest() -> None:
     seg = np.array([0, 0, 0, 1, 1, 1])
     np.testing.assert_allclose(strided_cover(prob, seg, 0), [0.9, 0.1, 0.1, 0.1, 0.1, 0.1], rtol=1e-6)
     np.testing.assert_allclose(strided_cover(prob, seg, 1), [0.9, 0.9, 0.1, 0.1, 0.1, 0.1], rtol=1e-6)
+
+
+def test_overlapped_stages_score_like_sequential_ones(trained, target: synth.SynthVod, monkeypatch) -> None:
+    """Stage 2 starting on the windows stage 1 has finished (small stage-1 batches, so several
+    groups of windows) gives the scores, windows and loudness of stage 1 run to its end first."""
+    from autoclip import gate
+
+    cfg, loaded, _ = trained
+    info = media.probe(target.path)
+    monkeypatch.setattr(cascade, "STAGE1_BATCH", 8)  # 8 evaluated times: a group every 8 s here
+    threshold = gate.threshold(loaded.meta)
+    s1 = cascade.stage1(target.path, cfg, loaded, info, 0.0, None)
+    whole = cascade.candidate_windows(s1.times, s1.gate, threshold, cfg, 0.0, None)
+    groups = list(cascade._windows_as_found(cascade._stage1_steps(target.path, cfg, loaded, info, 0.0, None),
+                                            threshold, cfg, 0.0, None))
+    assert sum(1 for new, _ in groups if new) >= 2  # found in more than one go
+    assert [w for new, _ in groups for w in new] == whole.spans
+    assert np.array_equal(groups[-1][1].gate, s1.gate)
+    # widened by 2 s, windows MERGE_GAP apart meet: reads wait for the next window
+    for pad in (0.25, 2.0):
+        reads = list(cascade._reads((new for new, _ in groups), pad, info.duration))
+        assert reads == cascade._padded(whole, pad, info.duration).spans
+    assert len(cascade._padded(whole, 2.0, info.duration).spans) < len(whole.spans)  # some did meet
+    runs = {overlap: cascade.score_cascade(target.path, cfg, loaded, info, threshold=threshold, overlap=overlap)
+            for overlap in (True, False)}
+    assert runs[True].stats["windows"] == runs[False].stats["windows"] == len(whole.spans)
+    assert np.array_equal(runs[True].times, runs[False].times)
+    assert np.array_equal(runs[True].scores, runs[False].scores)
+    assert np.array_equal(runs[True].loudness[1], runs[False].loudness[1])
