@@ -259,6 +259,8 @@ def run(cfg: Config, conn: sqlite3.Connection, *, progress: bool = False) -> dic
     meta = save(cfg, state, {
         "created": time.time(),
         "vods": sorted(pool.vods),
+        # every VOD considered (one unreadable, or past max_samples, is not new next time)
+        "sources": sorted(src.fingerprint for src in srcs),
         "samples": int(len(pool)),
         "blocks": int(len(blocks)),
         "held_out_blocks": int(len(np.unique(pool.block[held_idx]))),
@@ -330,7 +332,7 @@ def stale(cfg: Config, conn: sqlite3.Connection) -> str | None:
     if meta.get("settings") != _settings(cfg):
         return "the frame or audio settings changed since the last pretraining"
     known = {s.fingerprint for s in sources(cfg, conn)}
-    new = known - set(meta.get("vods", []))
+    new = known - set(meta.get("sources", meta.get("vods", [])))
     if new:
         return f"{len(new)} VOD(s) added since the last pretraining"
     return None

@@ -15,30 +15,16 @@ from autoclip import cli, config, labels, pretrain, store, synth
 from autoclip.model import ModelDims, build_model
 from autoclip.registry import Registry
 from autoclip.train import train
+from benchmarks.realistic.tomlout import dumps
 
-TINY = """
-[paths]
-cache = "{cache}"
-[frames]
-size = 32
-fps = 2
-[audio]
-n_mels = 16
-window = 0.5
-[model]
-threads = 1
-pretrained = "self"
-[train]
-epochs = 1
-batch_size = 8
-frames_per_clip = 4
-[pretrain]
-blocks_per_vod = 10
-block_seconds = 4.0
-epochs = {epochs}
-batch_size = 8
-lr = 3e-3
-"""
+#: a tiny deployment: 32 px frames at 2 fps, short audio windows, one torch thread, few passes
+SETTINGS = {
+    "frames": {"size": 32, "fps": 2},
+    "audio": {"n_mels": 16, "window": 0.5},
+    "model": {"threads": 1, "pretrained": "self"},
+    "train": {"epochs": 1, "batch_size": 8, "frames_per_clip": 4},
+    "pretrain": {"blocks_per_vod": 10, "block_seconds": 4.0, "batch_size": 8, "lr": 3e-3},
+}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -59,7 +45,8 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def deploy(root: Path, cache: Path, vods: list[synth.SynthVod], epochs: int = 3) -> tuple[config.Config, object]:
-    (root / "config.toml").write_text(TINY.format(cache=cache, epochs=epochs))
+    settings = {**SETTINGS, "paths": {"cache": str(cache)}, "pretrain": {**SETTINGS["pretrain"], "epochs": epochs}}
+    (root / "config.toml").write_text(dumps(settings))
     cfg = config.load(root / "config.toml")
     cfg.ensure_dirs()
     conn = store.connect(cfg.path("database"))
@@ -129,6 +116,12 @@ def test_weights_are_made_again_when_vods_are_added_or_damaged(tmp_path: Path, v
     assert "1 VOD(s) added" in pretrain.stale(cfg, conn)
     second = pretrain.ensure(cfg, conn)
     assert len(second["vods"]) == 2 and pretrain.stale(cfg, conn) is None
+    # a labelled VOD whose file is gone is skipped with a warning, and is not "new" ever after
+    labels.add_label(conn, str(tmp_path / "gone.mp4"), 1.0, 3.0, "normal", "cli", fingerprint="fp-gone")
+    assert "1 VOD(s) added" in pretrain.stale(cfg, conn)
+    second = pretrain.ensure(cfg, conn)
+    assert len(second["vods"]) == 2 and "fp-gone" in second["sources"]
+    assert pretrain.stale(cfg, conn) is None
     # a damaged weights file does not match its checksum: ignored, then made again
     weights = pretrain.folder(cfg) / pretrain.WEIGHTS
     weights.write_bytes(weights.read_bytes()[:-100])
