@@ -216,10 +216,9 @@ def retrieval(net: Any, pv: Projector, pa: Projector, pool: Pool, groups: list[n
 
 def run(cfg: Config, conn: sqlite3.Connection, *, progress: bool = False) -> dict[str, Any]:
     """Pretrain on every known VOD now and save the weights; return what ``pretrain.json`` holds."""
-    from autoclip.model import ModelDims, build_model, set_threads
+    from autoclip.model import ModelDims, build_model
 
-    p = cfg.pretrain
-    set_threads(cfg.model.threads)
+    p = cfg.pretrain  # torch threads are the caller's (a retrain child runs with retrain.threads)
     t0 = time.monotonic()
     srcs = sources(cfg, conn)
     pool = gather(cfg, srcs)

@@ -100,8 +100,10 @@ def cmd_train(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_pretrain(args: argparse.Namespace, ctx: Context) -> int:
     from autoclip import pretrain, store
+    from autoclip.model import set_threads
 
     cfg = ctx.config
+    set_threads(cfg.model.threads)
     cfg.ensure_dirs()
     conn = store.connect(cfg.path("database"))
     why = pretrain.stale(cfg, conn) if args.if_stale else "asked for"
