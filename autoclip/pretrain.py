@@ -325,7 +325,11 @@ def current(cfg: Config) -> dict[str, Any] | None:
 
 def stale(cfg: Config, conn: sqlite3.Connection) -> str | None:
     """Why pretraining should run again (None: the saved weights are up to date)."""
-    meta = current(cfg)
+    return stale_reason(cfg, conn, current(cfg))
+
+
+def stale_reason(cfg: Config, conn: sqlite3.Connection, meta: dict[str, Any] | None) -> str | None:
+    """``stale`` for a record already read with ``current`` (each read hashes the weights file)."""
     if meta is None:
         return "no self-supervised weights yet"
     if meta.get("settings") != _settings(cfg):
@@ -339,20 +343,21 @@ def stale(cfg: Config, conn: sqlite3.Connection) -> str | None:
 
 def ensure(cfg: Config, conn: sqlite3.Connection, *, progress: bool = False) -> dict[str, Any]:
     """Up-to-date weights: the saved ones, else pretrain now."""
-    why = stale(cfg, conn)
+    meta = current(cfg)
+    why = stale_reason(cfg, conn, meta)
     if why is None:
-        meta = current(cfg)
         assert meta is not None
         return meta
     log.info("self-supervised pretraining runs first: %s", why)
     return run(cfg, conn, progress=progress)
 
 
-def load_into(net: Any, cfg: Config) -> dict[str, Any]:
-    """Copy the saved per-frame weights into ``net`` (the parts it has); return their record."""
+def load_into(net: Any, cfg: Config, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Copy the saved per-frame weights into ``net`` (the parts it has); return their record
+    (``meta``: the record ``ensure`` just returned, so the weights are not hashed again)."""
     from autoclip.model import read_state_dict
 
-    meta = current(cfg)
+    meta = meta or current(cfg)
     if meta is None:
         raise ModelError("no self-supervised weights: run `autoclip pretrain` (or set model.pretrained = 'none')")
     state = read_state_dict(folder(cfg) / WEIGHTS)

@@ -165,9 +165,9 @@ def _initial_model(cfg: Config, dims: ModelDims, teacher: Any, conn: sqlite3.Con
     if choice.lower() == pretrain.SELF:
         if conn is None:
             raise ModelError("model.pretrained = 'self' needs the deployment's database")
-        pretrain.ensure(cfg, conn, progress=progress)
+        meta = pretrain.ensure(cfg, conn, progress=progress)
         net = build_model(dims, "none")
-        pretrain.load_into(net, cfg)
+        pretrain.load_into(net, cfg, meta)
         return net, "self-supervised"
     return build_model(dims, choice), ("random" if choice.lower() == "none" else "pretrained")
 

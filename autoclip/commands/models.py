@@ -106,8 +106,10 @@ def cmd_pretrain(args: argparse.Namespace, ctx: Context) -> int:
     set_threads(cfg.model.threads)
     cfg.ensure_dirs()
     conn = store.connect(cfg.path("database"))
-    why = pretrain.stale(cfg, conn) if args.if_stale else "asked for"
-    meta = pretrain.current(cfg) if why is None else pretrain.run(cfg, conn, progress=not args.json)
+    meta = pretrain.current(cfg) if args.if_stale else None
+    why = pretrain.stale_reason(cfg, conn, meta) if args.if_stale else "asked for"
+    if why is not None:
+        meta = pretrain.run(cfg, conn, progress=not args.json)
     assert meta is not None
     meta = {**meta, "ran": why is not None, "weights": str(pretrain.folder(cfg) / pretrain.WEIGHTS)}
     if args.json:
