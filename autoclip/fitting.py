@@ -208,6 +208,10 @@ def _loss(net: HighlightNet, f: Any, m: Any, groups: torch.Tensor, target: torch
         return bce(net(f, m))
     fused = net.dims.kind == "fused"
     drop_v, drop_a = _modality_drop(groups, cfg.train.modality_dropout, gen) if fused else (None, None)
+    # "and": the branches learn from their own heads only (see and_loss); the fused head's loss
+    # would otherwise teach the frame branch, through their shared features, that a face-only
+    # reaction answered "normal" is no reaction
+    detach = fused and cfg.train.aux_weight > 0 and cfg.train.branch_loss == "and"
     if triplets and f is not None:
         parts = net.base(f[1::3].contiguous(memory_format=torch.channels_last), m)
         parts = {k: v.repeat_interleave(3, 0) for k, v in parts.items() if k != "thumb"}
@@ -217,13 +221,42 @@ def _loss(net: HighlightNet, f: Any, m: Any, groups: torch.Tensor, target: torch
         def rep(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x.repeat_interleave(3)
 
-        out = {k: v[1::3] for k, v in net.temporal(parts, three, rep(drop_v), rep(drop_a)).items()}
+        out = {k: v[1::3] for k, v in net.temporal(parts, three, rep(drop_v), rep(drop_a), detach).items()}
     else:
-        out = net.temporal(net.base(f, m), groups, drop_v, drop_a)
+        out = net.temporal(net.base(f, m), groups, drop_v, drop_a, detach)
     loss = bce(out["fused"])
     if fused and cfg.train.aux_weight > 0:
-        loss = loss + cfg.train.aux_weight * (bce(out["v"]) + bce(out["a"]))
+        if cfg.train.branch_loss == "and":
+            loss = loss + cfg.train.aux_weight * and_loss(out["v"], out["a"], target, weight, pw)
+        else:
+            loss = loss + cfg.train.aux_weight * (bce(out["v"]) + bce(out["a"]))
     return loss
+
+
+#: ``and_loss``: weight of each branch's own "not a highlight" on a normal frame, beside "not both"
+ALONE_WEIGHT = 0.2
+
+
+def and_loss(zv: torch.Tensor, za: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+             pos_weight: torch.Tensor) -> torch.Tensor:
+    """The branch heads' loss when a highlight needs both cues (``train.branch_loss = "and"``).
+
+    A highlight frame: each branch should fire (binary cross-entropy towards 1, times
+    ``pos_weight``, as ``bce``). A normal frame: mostly that *not both* fire, -log(1 - pv * pa),
+    whose gradient goes to the branch that is less sure: a face reaction under a calm voice
+    teaches the audio branch and leaves the frame branch's sense of a reaction alone (the
+    per-branch loss told the frame branch that this reaction was normal). Plus each branch's own
+    "normal" at ``ALONE_WEIGHT``: with "not both" alone, one branch can call everything a
+    highlight and leave the veto to the other (measured on the realistic benchmark's seed labels:
+    the audio branch scored 0.92-1.00 on every planted moment of a held-out VOD, calm talk and
+    game sounds included). ``_loss`` also keeps the fused head's loss off the branches'
+    features. Soft targets mix both."""
+    lv, la = F.logsigmoid(zv), F.logsigmoid(za)
+    log_both = (lv + la).clamp(max=-1e-6)  # log(pv * pa)
+    not_both = -torch.log(-torch.expm1(log_both))
+    alone = F.softplus(zv) + F.softplus(za)  # -log(1 - pv) - log(1 - pa)
+    per = pos_weight * target * -(lv + la) + (1 - target) * (not_both + ALONE_WEIGHT * alone)
+    return (weight * per).mean()
 
 
 def train_one_epoch(

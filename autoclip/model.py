@@ -222,11 +222,13 @@ class HighlightNet(nn.Module):
         return parts
 
     def temporal(self, parts: dict[str, torch.Tensor], seg: torch.Tensor,
-                 drop_v: torch.Tensor | None = None, drop_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 drop_v: torch.Tensor | None = None, drop_a: torch.Tensor | None = None,
+                 detach: bool = False) -> dict[str, torch.Tensor]:
         """Logits from base parts with each frame's neighbours in its segment: "fused", the
         branches' auxiliary "v" / "a", and "score", what the model scores (``dims.combine``).
         ``drop_v`` / ``drop_a`` (N,) bool hide a branch from the fused head for those frames
-        (modality dropout, training only)."""
+        (modality dropout, training only). ``detach`` (training): the fused head reads the
+        branches' features without its loss reaching them, so only the branch heads shape them."""
         from autoclip.temporal import neighbours
 
         idx = neighbours(seg, self.offsets)
@@ -241,11 +243,13 @@ class HighlightNet(nn.Module):
                 vis = torch.cat([vis, self.motion(torch.cat([th, th - prev, nxt - th], dim=1))], dim=1)
             tv = self.tv(vis[idx].reshape(n, -1))
             out["v"] = self.aux_v(tv).squeeze(1)
-            fused.append(tv if drop_v is None else tv * (~drop_v).to(tv.dtype)[:, None])
+            tv_f = tv.detach() if detach else tv
+            fused.append(tv_f if drop_v is None else tv_f * (~drop_v).to(tv.dtype)[:, None])
         if self.dims.uses_audio:
             ta = self.ta(parts["a"][idx].reshape(n, -1))
             out["a"] = self.aux_a(ta).squeeze(1)
-            fused.append(ta if drop_a is None else ta * (~drop_a).to(ta.dtype)[:, None])
+            ta_f = ta.detach() if detach else ta
+            fused.append(ta_f if drop_a is None else ta_f * (~drop_a).to(ta.dtype)[:, None])
         out["fused"] = self.head(torch.cat(fused, dim=1)).squeeze(1)
         out["score"] = agreement(out["fused"], out["v"], out["a"]) if self.dims.combine == "agree" else out["fused"]
         return out
