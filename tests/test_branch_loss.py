@@ -149,3 +149,24 @@ def test_with_and_only_the_branch_heads_shape_the_branch_features() -> None:
         want = torch.autograd.grad(cfg.train.aux_weight * branches, shared)
         same = all(torch.allclose(g, h, atol=1e-6) for g, h in zip(got, want, strict=True))
         assert same == (kind == "and"), kind
+
+
+def test_a_model_that_scores_its_fused_head_lets_that_head_shape_the_features() -> None:
+    """model.combine = "fused": the fused head is the score, so its loss reaches the branches'
+    features whatever the branch loss."""
+    from autoclip.fitting import _loss
+    from autoclip.model import ModelDims, build_model, frames_to_tensor, mels_to_tensor
+
+    torch.manual_seed(0)
+    net = build_model(ModelDims(kind="fused", combine="fused", size=32, n_mels=16, mel_frames=21, context=2,
+                                motion=True), "none").eval()
+    rng = np.random.default_rng(1)
+    f = frames_to_tensor(rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    m = mels_to_tensor(rng.standard_normal((4, 16, 21)).astype(np.float32))
+    groups, target, w, pw = torch.zeros(4, dtype=torch.long), torch.tensor([1.0, 0, 0, 1]), torch.ones(4), torch.tensor(1.0)
+    cfg = config.from_dict({"train": {"branch_loss": "and"}})
+    shared = list(net.tv.parameters())
+    got = torch.autograd.grad(_loss(net, f, m, groups, target, w, pw, cfg, torch.Generator().manual_seed(0)), shared)
+    out = net.temporal(net.base(f, m), groups)
+    aux_only = torch.autograd.grad(cfg.train.aux_weight * and_loss(out["v"], out["a"], target, w, pw), shared)
+    assert not all(torch.allclose(g, h, atol=1e-6) for g, h in zip(got, aux_only, strict=True))
