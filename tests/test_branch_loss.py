@@ -121,52 +121,55 @@ def test_and_is_the_default_and_each_stays_available() -> None:
     assert config.from_dict({"train": {"branch_loss": "each"}}).train.branch_loss == "each"
 
 
-def test_with_and_only_the_branch_heads_shape_the_branch_features() -> None:
-    """'and': the fused head's loss does not reach the features its branches share with it (a
-    "normal" face-only reaction would teach the frame branch, through them, to see no reaction);
-    'each', the earlier loss, lets it."""
-    from autoclip.fitting import _loss
+def _tiny_temporal(combine: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A small fused temporal model (eval mode: no dropout) and 6 random frames and spectrograms."""
     from autoclip.model import ModelDims, build_model, frames_to_tensor, mels_to_tensor
 
     torch.manual_seed(0)
-    net = build_model(ModelDims(kind="fused", combine="agree", size=32, n_mels=16, mel_frames=21, context=2,
+    net = build_model(ModelDims(kind="fused", combine=combine, size=32, n_mels=16, mel_frames=21, context=2,
                                 motion=True), "none").eval()
     rng = np.random.default_rng(0)
     f = frames_to_tensor(rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
     m = mels_to_tensor(rng.standard_normal((6, 16, 21)).astype(np.float32))
-    groups, target = torch.zeros(6, dtype=torch.long), torch.tensor([1.0, 0, 0, 1, 0, 0])
-    w, pw = torch.ones(6), torch.tensor(2.0)
+    return net, f, m
+
+
+GROUPS, TARGET = torch.zeros(6, dtype=torch.long), torch.tensor([1.0, 0, 0, 1, 0, 0])
+W, PW = torch.ones(6), torch.tensor(2.0)
+
+
+def _shared_grads(net: torch.nn.Module, f: torch.Tensor, m: torch.Tensor, branch_loss: str,
+                  params: list[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Gradients on ``params`` of the whole training loss, and of the branch heads' part alone."""
+    from autoclip.fitting import _loss
+
+    cfg = config.from_dict({"train": {"branch_loss": branch_loss}})
+    got = torch.autograd.grad(_loss(net, f, m, GROUPS, TARGET, W, PW, cfg, torch.Generator().manual_seed(0)), params)
+    out = net.temporal(net.base(f, m), GROUPS)
+    if branch_loss == "and":
+        branches = and_loss(out["v"], out["a"], TARGET, W, PW)
+    else:
+        branches = (F.binary_cross_entropy_with_logits(out["v"], TARGET, weight=W, pos_weight=PW)
+                    + F.binary_cross_entropy_with_logits(out["a"], TARGET, weight=W, pos_weight=PW))
+    return got, torch.autograd.grad(cfg.train.aux_weight * branches, params)
+
+
+def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:
+    return all(torch.allclose(g, h, atol=1e-6) for g, h in zip(a, b, strict=True))
+
+
+def test_with_and_only_the_branch_heads_shape_the_branch_features() -> None:
+    """'and': the fused head's loss does not reach the features its branches share with it (a
+    "normal" face-only reaction would teach the frame branch, through them, to see no reaction);
+    'each', the earlier loss, lets it."""
+    net, f, m = _tiny_temporal("agree")
     shared = [*net.tv.parameters(), *net.ta.parameters()]
-    for kind in ("and", "each"):
-        cfg = config.from_dict({"train": {"branch_loss": kind}})
-        got = torch.autograd.grad(_loss(net, f, m, groups, target, w, pw, cfg, torch.Generator().manual_seed(0)), shared)
-        out = net.temporal(net.base(f, m), groups)
-        if kind == "and":
-            branches = and_loss(out["v"], out["a"], target, w, pw)
-        else:
-            branches = (F.binary_cross_entropy_with_logits(out["v"], target, weight=w, pos_weight=pw)
-                        + F.binary_cross_entropy_with_logits(out["a"], target, weight=w, pos_weight=pw))
-        want = torch.autograd.grad(cfg.train.aux_weight * branches, shared)
-        same = all(torch.allclose(g, h, atol=1e-6) for g, h in zip(got, want, strict=True))
-        assert same == (kind == "and"), kind
+    assert _same(*_shared_grads(net, f, m, "and", shared))
+    assert not _same(*_shared_grads(net, f, m, "each", shared))
 
 
 def test_a_model_that_scores_its_fused_head_lets_that_head_shape_the_features() -> None:
     """model.combine = "fused": the fused head is the score, so its loss reaches the branches'
     features whatever the branch loss."""
-    from autoclip.fitting import _loss
-    from autoclip.model import ModelDims, build_model, frames_to_tensor, mels_to_tensor
-
-    torch.manual_seed(0)
-    net = build_model(ModelDims(kind="fused", combine="fused", size=32, n_mels=16, mel_frames=21, context=2,
-                                motion=True), "none").eval()
-    rng = np.random.default_rng(1)
-    f = frames_to_tensor(rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
-    m = mels_to_tensor(rng.standard_normal((4, 16, 21)).astype(np.float32))
-    groups, target, w, pw = torch.zeros(4, dtype=torch.long), torch.tensor([1.0, 0, 0, 1]), torch.ones(4), torch.tensor(1.0)
-    cfg = config.from_dict({"train": {"branch_loss": "and"}})
-    shared = list(net.tv.parameters())
-    got = torch.autograd.grad(_loss(net, f, m, groups, target, w, pw, cfg, torch.Generator().manual_seed(0)), shared)
-    out = net.temporal(net.base(f, m), groups)
-    aux_only = torch.autograd.grad(cfg.train.aux_weight * and_loss(out["v"], out["a"], target, w, pw), shared)
-    assert not all(torch.allclose(g, h, atol=1e-6) for g, h in zip(got, aux_only, strict=True))
+    net, f, m = _tiny_temporal("fused")
+    assert not _same(*_shared_grads(net, f, m, "and", list(net.tv.parameters())))
