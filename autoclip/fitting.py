@@ -211,8 +211,7 @@ def _loss(net: HighlightNet, f: Any, m: Any, groups: torch.Tensor, target: torch
     # "and", where the branch heads are part of the score: the branches learn from their own
     # heads only (see and_loss); the fused head's loss would otherwise teach the frame branch,
     # through their shared features, that a face-only reaction answered "normal" is no reaction
-    detach = (fused and net.dims.combine == "agree" and cfg.train.aux_weight > 0
-              and cfg.train.branch_loss == "and")
+    detach = net.dims.combine == "agree" and cfg.train.aux_weight > 0 and cfg.train.branch_loss == "and"
     if triplets and f is not None:
         parts = net.base(f[1::3].contiguous(memory_format=torch.channels_last), m)
         parts = {k: v.repeat_interleave(3, 0) for k, v in parts.items() if k != "thumb"}

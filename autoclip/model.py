@@ -235,6 +235,11 @@ class HighlightNet(nn.Module):
         n = idx.shape[0]
         out: dict[str, torch.Tensor] = {}
         fused = []
+
+        def to_fused(x: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+            x = x.detach() if detach else x
+            return x if drop is None else x * (~drop).to(x.dtype)[:, None]
+
         if self.dims.uses_frames:
             vis = parts["v"]
             if self.dims.motion:
@@ -243,13 +248,11 @@ class HighlightNet(nn.Module):
                 vis = torch.cat([vis, self.motion(torch.cat([th, th - prev, nxt - th], dim=1))], dim=1)
             tv = self.tv(vis[idx].reshape(n, -1))
             out["v"] = self.aux_v(tv).squeeze(1)
-            tv_f = tv.detach() if detach else tv
-            fused.append(tv_f if drop_v is None else tv_f * (~drop_v).to(tv.dtype)[:, None])
+            fused.append(to_fused(tv, drop_v))
         if self.dims.uses_audio:
             ta = self.ta(parts["a"][idx].reshape(n, -1))
             out["a"] = self.aux_a(ta).squeeze(1)
-            ta_f = ta.detach() if detach else ta
-            fused.append(ta_f if drop_a is None else ta_f * (~drop_a).to(ta.dtype)[:, None])
+            fused.append(to_fused(ta, drop_a))
         out["fused"] = self.head(torch.cat(fused, dim=1)).squeeze(1)
         out["score"] = agreement(out["fused"], out["v"], out["a"]) if self.dims.combine == "agree" else out["fused"]
         return out
